@@ -1,0 +1,174 @@
+"""One typed settings object, read from the environment (and `.env` when present).
+
+Every field is named after its environment variable (lower-cased). Secrets are `SecretStr`, so neither `repr`
+nor `str` nor `public_dict()` reveals them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TurnDetection = Literal["azure_semantic_vad", "azure_semantic_vad_multilingual", "server_vad"]
+MediaFormat = Literal["pcm24k", "pcm16k"]
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a friendly, concise assistant answering a phone call. Speak naturally, keep answers short "
+    "(one or two sentences), and ask one question at a time. If you cannot help, say so politely."
+)
+DEFAULT_GREETING = "Hello, thanks for calling. How can I help you today?"
+ACS_ISSUER = "https://acscallautomation.communication.azure.com"
+ACS_JWKS_URL = "https://acscallautomation.communication.azure.com/calling/keys"
+_OFF = {"", "0", "off", "false", "no", "none", "disabled"}
+_ON = {"1", "on", "true", "yes", "enabled"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, frozen=True
+    )
+
+    # Voice Live
+    azure_voicelive_endpoint: str | None = None
+    azure_voicelive_api_key: SecretStr | None = None
+    azure_voicelive_model: str = "gpt-realtime"
+    azure_voicelive_agent_name: str | None = None
+    azure_voicelive_project_name: str | None = None
+    azure_voicelive_api_version: str | None = None
+
+    # ACS
+    acs_connection_string: SecretStr | None = None
+    acs_endpoint: str | None = None
+    acs_resource_id: str | None = None
+    callbot_acs_jwks_url: str = ACS_JWKS_URL
+    callbot_acs_issuer: str = ACS_ISSUER
+    callbot_public_url: str | None = None
+
+    # The agent
+    callbot_instructions: str = DEFAULT_INSTRUCTIONS
+    callbot_instructions_file: Path | None = None
+    callbot_greeting: str = DEFAULT_GREETING
+    callbot_voice: str = "en-US-Ava:DragonHDLatestNeural"
+    callbot_temperature: float = Field(0.8, ge=0.6, le=1.2)
+    callbot_transcription_model: str = "azure-speech"
+    callbot_transcription_language: str | None = None
+
+    # Turn-taking and audio processing
+    callbot_turn_detection: TurnDetection = "azure_semantic_vad"
+    callbot_vad_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    callbot_vad_prefix_padding_ms: int = Field(300, ge=0, le=5000)
+    callbot_vad_silence_ms: int = Field(500, ge=50, le=10000)
+    callbot_noise_reduction: str = "azure_deep_noise_suppression"
+    callbot_echo_cancellation: str = "server_echo_cancellation"
+
+    # Media
+    callbot_media_format: MediaFormat = "pcm24k"
+    callbot_playback_lead_ms: int = Field(120, ge=20, le=1000)
+    callbot_preconnect_buffer_ms: int = Field(10000, ge=0, le=60000)
+
+    # Operations
+    callbot_recordings_dir: Path | None = None
+    callbot_max_call_seconds: float = Field(3600.0, gt=0)
+    callbot_max_concurrent_calls: int = Field(100, ge=1)
+    callbot_drain_seconds: float = Field(30.0, ge=0)
+    log_level: str = "INFO"
+
+    # Security
+    callbot_signing_key: SecretStr | None = None
+    callbot_webhook_secret: SecretStr | None = None
+    callbot_eventgrid_audience: str | None = None
+
+    @field_validator(
+        "azure_voicelive_endpoint",
+        "azure_voicelive_agent_name",
+        "azure_voicelive_project_name",
+        "azure_voicelive_api_version",
+        "acs_endpoint",
+        "acs_resource_id",
+        "callbot_public_url",
+        "callbot_transcription_language",
+        "callbot_eventgrid_audience",
+        "callbot_instructions_file",
+        "callbot_recordings_dir",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("azure_voicelive_api_key", "acs_connection_string", "callbot_signing_key",
+                     "callbot_webhook_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("callbot_public_url", "azure_voicelive_endpoint")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @field_validator("callbot_noise_reduction", "callbot_echo_cancellation")
+    @classmethod
+    def _switch(cls, value: str, info: Any) -> str:
+        lowered = value.strip().lower()
+        if lowered in _OFF:
+            return ""
+        if lowered in _ON:
+            return ("azure_deep_noise_suppression" if info.field_name == "callbot_noise_reduction"
+                    else "server_echo_cancellation")
+        return value.strip()
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {value!r}")
+        return level
+
+    @model_validator(mode="after")
+    def _agent_mode_needs_both(self) -> Settings:
+        if bool(self.azure_voicelive_agent_name) != bool(self.azure_voicelive_project_name):
+            raise ValueError("AZURE_VOICELIVE_AGENT_NAME and AZURE_VOICELIVE_PROJECT_NAME must be set together")
+        return self
+
+    # Derived values -------------------------------------------------------------------------------------------
+
+    @property
+    def offline(self) -> bool:
+        """No Voice Live endpoint: the built-in offline stand-in is used."""
+        return self.azure_voicelive_endpoint is None
+
+    @property
+    def media_sample_rate(self) -> int:
+        return 24000 if self.callbot_media_format == "pcm24k" else 16000
+
+    def instructions(self) -> str:
+        """The system prompt: the file when `CALLBOT_INSTRUCTIONS_FILE` is set, else `CALLBOT_INSTRUCTIONS`."""
+        if self.callbot_instructions_file is not None:
+            return self.callbot_instructions_file.read_text(encoding="utf-8").strip()
+        return self.callbot_instructions
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings with every secret replaced by a marker: safe for logs and recordings."""
+        out: dict[str, Any] = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                out[name] = "<set>"
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            else:
+                out[name] = value
+        return out
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment; keyword overrides win (used by the CLI and tests)."""
+    return Settings(**overrides)

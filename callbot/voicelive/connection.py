@@ -1,0 +1,122 @@
+"""Opening Voice Live sessions with the real `azure-ai-voicelive` SDK.
+
+One `VoiceLiveConnector` per process holds the credential (an API key, or one `DefaultAzureCredential` whose token
+cache every call shares) and opens one connection per call. Events are received raw (`recv_bytes` + orjson) because
+building an SDK model for every 20 ms audio delta costs more than the rest of the bridge put together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from azure.ai.voicelive.aio import ConnectionClosed, VoiceLiveConnection, connect
+from azure.ai.voicelive.aio import ConnectionError as VoiceLiveConnectionError
+from azure.core.credentials import AzureKeyCredential
+from azure.core.credentials_async import AsyncTokenCredential
+
+from callbot.config import Settings
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+ENTRA_SCOPE = "https://ai.azure.com/.default"
+
+
+class VoiceLiveUnavailable(Exception):
+    """The session could not be opened (unreachable, refused, auth failed, timed out)."""
+
+
+class VoiceLiveConnector:
+    def __init__(self, settings: Settings, endpoint: str | None = None,
+                 credential: AzureKeyCredential | AsyncTokenCredential | None = None) -> None:
+        self.settings = settings
+        resolved = endpoint or settings.azure_voicelive_endpoint
+        if not resolved:
+            raise ValueError("no Voice Live endpoint configured")
+        self.endpoint: str = resolved
+        self._owns_credential = credential is None
+        if credential is not None:
+            self.credential = credential
+        elif settings.azure_voicelive_api_key is not None:
+            self.credential = AzureKeyCredential(settings.azure_voicelive_api_key.get_secret_value())
+        else:
+            from azure.identity.aio import DefaultAzureCredential
+
+            self.credential = DefaultAzureCredential()
+
+    @property
+    def auth_mode(self) -> str:
+        return "api-key" if isinstance(self.credential, AzureKeyCredential) else "entra"
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[VoiceLiveConnection]:
+        s = self.settings
+        kwargs: dict[str, Any] = {}
+        if s.azure_voicelive_agent_name:
+            kwargs["agent_name"] = s.azure_voicelive_agent_name
+            kwargs["project_name"] = s.azure_voicelive_project_name
+        else:
+            kwargs["model"] = s.azure_voicelive_model
+        if s.azure_voicelive_api_version:
+            kwargs["api_version"] = s.azure_voicelive_api_version
+        manager = connect(
+            endpoint=self.endpoint,
+            credential=self.credential,
+            connection_options={"heartbeat": 20.0, "close_timeout": 1.0, "max_msg_size": 8 * 1024 * 1024},
+            credential_scopes=[ENTRA_SCOPE],
+            **kwargs,
+        )
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                conn = await manager.__aenter__()
+        except TimeoutError:
+            raise VoiceLiveUnavailable(f"connect timed out after {CONNECT_TIMEOUT_S:.0f} s") from None
+        except VoiceLiveConnectionError as exc:
+            raise VoiceLiveUnavailable(_safe_reason(exc)) from None
+        except OSError as exc:
+            raise VoiceLiveUnavailable(type(exc).__name__) from None
+        try:
+            yield conn
+        finally:
+            await asyncio.shield(conn.close())
+
+    async def close(self) -> None:
+        if self._owns_credential and not isinstance(self.credential, AzureKeyCredential):
+            await self.credential.close()
+
+
+def _safe_reason(exc: BaseException) -> str:
+    """The SDK's message names the failure (status, refused, ...) but never the key; keep it short anyway."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+async def receive_event(conn: VoiceLiveConnection) -> dict[str, Any] | None:
+    """The next server event as a dict; None when the session has ended (closed or dropped)."""
+    while True:
+        try:
+            raw = await conn.recv_bytes()
+        except (ConnectionClosed, VoiceLiveConnectionError):
+            return None
+        if not raw:
+            continue
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            log.warning("Voice Live sent a message that is not JSON; skipped")
+            continue
+        if isinstance(event, dict):
+            return event
+        log.warning("Voice Live sent a JSON %s instead of an event object; skipped", type(event).__name__)
+
+
+async def send_event(conn: VoiceLiveConnection, event: dict[str, Any]) -> None:
+    await conn.send(event)
+
+
+SendError = (VoiceLiveConnectionError, ConnectionClosed)

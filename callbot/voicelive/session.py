@@ -1,0 +1,115 @@
+"""The Voice Live session configuration and the few client events callbot sends, as plain wire dicts.
+
+Built once per call from `Settings`; plain dicts (not SDK models) so they serialise without per-event model work and
+appear verbatim in recordings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from callbot.config import Settings
+
+# Voice Live wire names for each media format: (input sampling rate, output_audio_format, bytes per ms of output).
+AUDIO_FORMATS: dict[str, tuple[int, str]] = {
+    "pcm24k": (24000, "pcm16"),
+    "pcm16k": (16000, "pcm16_16000hz"),
+}
+
+_OPENAI_VOICES = {
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin", "cedar",
+}
+
+
+def voice_config(name: str) -> dict[str, Any]:
+    """`alloy` and friends are OpenAI voices; anything else (`en-US-AvaNeural`, `...:DragonHDLatestNeural`) is Azure."""
+    if name.strip().lower() in _OPENAI_VOICES:
+        return {"type": "openai", "name": name.strip().lower()}
+    return {"type": "azure-standard", "name": name.strip()}
+
+
+def turn_detection_config(settings: Settings) -> dict[str, Any]:
+    td: dict[str, Any] = {
+        "type": settings.callbot_turn_detection,
+        "threshold": settings.callbot_vad_threshold,
+        "prefix_padding_ms": settings.callbot_vad_prefix_padding_ms,
+        "silence_duration_ms": settings.callbot_vad_silence_ms,
+        # callbot does barge-in itself (StopAudio + cancel + truncate with what was really heard); the service's own
+        # interruption is also on, so a response is cancelled even if our cancel races with it.
+        "create_response": True,
+        "interrupt_response": True,
+    }
+    if settings.callbot_turn_detection != "server_vad":
+        td["remove_filler_words"] = False
+    return td
+
+
+def build_session(settings: Settings) -> dict[str, Any]:
+    """The `session` object of `session.update`."""
+    rate, out_format = AUDIO_FORMATS[settings.callbot_media_format]
+    session: dict[str, Any] = {
+        "modalities": ["text", "audio"],
+        "instructions": settings.instructions(),
+        "voice": voice_config(settings.callbot_voice),
+        "input_audio_format": "pcm16",
+        "input_audio_sampling_rate": rate,
+        "output_audio_format": out_format,
+        "turn_detection": turn_detection_config(settings),
+        "temperature": settings.callbot_temperature,
+    }
+    transcription: dict[str, Any] = {"model": settings.callbot_transcription_model}
+    if settings.callbot_transcription_language:
+        transcription["language"] = settings.callbot_transcription_language
+    session["input_audio_transcription"] = transcription
+    if settings.callbot_noise_reduction:
+        session["input_audio_noise_reduction"] = {"type": settings.callbot_noise_reduction}
+    if settings.callbot_echo_cancellation:
+        session["input_audio_echo_cancellation"] = {"type": settings.callbot_echo_cancellation}
+    return session
+
+
+def session_update(settings: Settings) -> dict[str, Any]:
+    return {"type": "session.update", "session": build_session(settings)}
+
+
+def say(text: str) -> dict[str, Any]:
+    """A response that speaks exactly `text` (greeting, goodbye, apology): a pre-generated assistant message."""
+    return {
+        "type": "response.create",
+        "response": {
+            "pre_generated_assistant_message": {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "text", "text": text}],
+            }
+        },
+    }
+
+
+def append_audio(b64: str) -> dict[str, Any]:
+    return {"type": "input_audio_buffer.append", "audio": b64}
+
+
+def cancel_response(response_id: str | None) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "response.cancel"}
+    if response_id:
+        event["response_id"] = response_id
+    return event
+
+
+def truncate(item_id: str, content_index: int, audio_end_ms: int) -> dict[str, Any]:
+    return {
+        "type": "conversation.item.truncate",
+        "item_id": item_id,
+        "content_index": content_index,
+        "audio_end_ms": audio_end_ms,
+    }
+
+
+def restore_item(role: str, text: str) -> dict[str, Any]:
+    """A conversation item that re-creates an earlier turn in a new session (after a reconnect)."""
+    part_type = "input_text" if role == "user" else "text"
+    return {
+        "type": "conversation.item.create",
+        "item": {"type": "message", "role": role, "content": [{"type": part_type, "text": text}]},
+    }
