@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     callbot_signing_key: SecretStr | None = None
     callbot_webhook_secret: SecretStr | None = None
     callbot_eventgrid_audience: str | None = None
+    callbot_eventgrid_tenant_id: str | None = None
 
     @field_validator(
         "azure_voicelive_endpoint",
@@ -91,6 +92,7 @@ class Settings(BaseSettings):
         "callbot_public_url",
         "callbot_transcription_language",
         "callbot_eventgrid_audience",
+        "callbot_eventgrid_tenant_id",
         "callbot_instructions_file",
         "callbot_recordings_dir",
         mode="before",

@@ -18,7 +18,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from callbot.acs import media
 from callbot.audio.framing import Framer
+from callbot.config import Settings
 from callbot.voicelive import session as vl
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class Stats:
     truncates: int = 0
     voicelive_errors: int = 0
     dtmf: int = 0
+    malformed: int = 0
 
 
 @dataclass
@@ -99,6 +102,19 @@ class CoreConfig:
     max_call_seconds: float = 3600.0
     goodbye: str = GOODBYE
     goodbye_timeout_s: float = 15.0
+    session: dict[str, Any] = field(default_factory=dict)  # the `session` of session.update
+
+    @classmethod
+    def from_settings(cls, call_id: str, settings: Settings) -> CoreConfig:
+        return cls(
+            call_id=call_id,
+            sample_rate=settings.media_sample_rate,
+            lead_ms=settings.callbot_playback_lead_ms,
+            preconnect_buffer_ms=settings.callbot_preconnect_buffer_ms,
+            greeting=settings.callbot_greeting,
+            max_call_seconds=settings.callbot_max_call_seconds,
+            session=vl.build_session(settings),
+        )
 
 
 @dataclass
@@ -129,6 +145,8 @@ class BridgeCore:
         self.goodbye_response: str | None = None
         self.goodbye_requested = False
         self.max_queue_frames = self.cfg.max_queue_ms // FRAME_MS
+        self.end_reason = ""
+        self.unknown_kinds: set[str] = set()
 
     # -- time --------------------------------------------------------------------------------------------------
 
@@ -203,6 +221,32 @@ class BridgeCore:
 
     # -- caller -> Voice Live ----------------------------------------------------------------------------------
 
+    def acs_message(self, now: float, raw: str | bytes) -> list[Action]:
+        """One message from the ACS media socket. Malformed ones are counted, logged (rate-limited) and skipped."""
+        try:
+            msg = media.parse_media_message(raw)
+        except media.MediaParseError as exc:
+            self.stats.malformed += 1
+            if self.stats.malformed <= 10 or self.stats.malformed % 100 == 0:
+                log.warning("call %s: malformed media message skipped (%s); %d so far",
+                            self.cfg.call_id, exc, self.stats.malformed)
+            return []
+        if isinstance(msg, media.AudioData):
+            return self.caller_audio(now, msg.b64)
+        if isinstance(msg, media.DtmfData):
+            return self.dtmf(now, msg.data)
+        if isinstance(msg, media.AudioMetadata):
+            log.info("call %s: media stream %s %d Hz, %d channel(s)", self.cfg.call_id, msg.encoding,
+                     msg.sample_rate, msg.channels)
+            if msg.sample_rate != self.cfg.sample_rate:
+                log.error("call %s: ACS streams %d Hz but the bridge expects %d Hz (CALLBOT_MEDIA_FORMAT)",
+                          self.cfg.call_id, msg.sample_rate, self.cfg.sample_rate)
+            return []
+        if msg.kind not in self.unknown_kinds and len(self.unknown_kinds) < 32:
+            self.unknown_kinds.add(msg.kind)
+            log.info("call %s: media message kind %r ignored", self.cfg.call_id, msg.kind)
+        return []
+
     def caller_audio(self, now: float, b64: str) -> list[Action]:
         self.stats.caller_frames += 1
         if self.ready:
@@ -217,6 +261,10 @@ class BridgeCore:
         self.stats.dtmf += 1
         log.info("call %s: DTMF %s", self.cfg.call_id, digits)
         return []
+
+    def session_opened(self, now: float) -> list[Action]:
+        """A Voice Live connection is open: configure it. Audio waits for `session.updated`."""
+        return [VlSend({"type": "session.update", "session": self.cfg.session})]
 
     def session_ready(self, now: float) -> list[Action]:
         if self.ready:

@@ -18,7 +18,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from callbot.acs import media
 from callbot.bridge.core import AcsAudio, AcsStop, Action, BridgeCore, CoreConfig, HangUp, VlSend
 from callbot.config import Settings
-from callbot.voicelive import session as vl
 from callbot.voicelive.connection import SendError, VoiceLiveConnector, VoiceLiveUnavailable, receive_event
 
 log = logging.getLogger(__name__)
@@ -82,21 +81,12 @@ class CallBridge:
         self.connector = connector
         self.on_hang_up = on_hang_up
         self.tap = tap
-        self.core = BridgeCore(CoreConfig(
-            call_id=call_id,
-            sample_rate=settings.media_sample_rate,
-            lead_ms=settings.callbot_playback_lead_ms,
-            preconnect_buffer_ms=settings.callbot_preconnect_buffer_ms,
-            greeting=settings.callbot_greeting,
-            max_call_seconds=settings.callbot_max_call_seconds,
-        ))
+        self.core = BridgeCore(CoreConfig.from_settings(call_id, settings))
         self.loop = asyncio.get_running_loop()
         self.outbox = _Outbox(OUTBOX_LIMIT)
         self.wake = asyncio.Event()
         self.acs_lock = asyncio.Lock()
         self.ws: WebSocket | None = None
-        self.malformed = 0
-        self.unknown_kinds: set[str] = set()
         self.end_reason = ""
         self.voicelive_closed = asyncio.Event()
         self.stopped = asyncio.Event()
@@ -134,7 +124,7 @@ class CallBridge:
         log.info(
             "call %s: bridge ended (%s): caller frames %d, bot frames %d, barge-ins %d, malformed %d, "
             "caller audio dropped %d+%d", self.call_id, self.end_reason, s.caller_frames, s.bot_frames,
-            s.barge_ins, self.malformed, s.caller_frames_dropped, self.outbox.dropped,
+            s.barge_ins, s.malformed, s.caller_frames_dropped, self.outbox.dropped,
         )
         return self.end_reason
 
@@ -183,7 +173,6 @@ class CallBridge:
     # -- tasks -------------------------------------------------------------------------------------------------
 
     async def _acs_reader(self, ws: WebSocket) -> None:
-        core = self.core
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -193,44 +182,15 @@ class CallBridge:
                 raw = message.get("bytes") or b""
             if self.tap is not None:
                 self.tap.acs_in(raw)
-            try:
-                msg = media.parse_media_message(raw)
-            except media.MediaParseError as exc:
-                self.malformed += 1
-                if self.malformed <= 10 or self.malformed % 100 == 0:
-                    log.warning("call %s: malformed media message skipped (%s); %d so far",
-                                self.call_id, exc, self.malformed)
-                continue
-            if isinstance(msg, media.AudioData):
-                actions = core.caller_audio(self.now(), msg.b64)
-            elif isinstance(msg, media.AudioMetadata):
-                self._check_metadata(msg)
-                continue
-            elif isinstance(msg, media.DtmfData):
-                actions = core.dtmf(self.now(), msg.data)
-            else:
-                if msg.kind not in self.unknown_kinds and len(self.unknown_kinds) < 32:
-                    self.unknown_kinds.add(msg.kind)
-                    log.info("call %s: media message kind %r ignored", self.call_id, msg.kind)
-                continue
+            actions = self.core.acs_message(self.now(), raw)
             if actions:
                 await self._execute(actions)
-
-    def _check_metadata(self, meta: media.AudioMetadata) -> None:
-        log.info("call %s: media stream %s %d Hz, %d channel(s)", self.call_id, meta.encoding,
-                 meta.sample_rate, meta.channels)
-        if meta.sample_rate and meta.sample_rate != self.settings.media_sample_rate:
-            log.error("call %s: ACS streams %d Hz but CALLBOT_MEDIA_FORMAT expects %d Hz", self.call_id,
-                      meta.sample_rate, self.settings.media_sample_rate)
 
     async def _voicelive(self) -> None:
         try:
             async with self.connector.session() as conn:
                 log.info("call %s: Voice Live session open", self.call_id)
-                self.outbox.items.appendleft(vl.session_update(self.settings))
-                if self.tap is not None:
-                    self.tap.vl_out(self.outbox.items[0])
-                self.outbox.ready.set()
+                await self._execute(self.core.session_opened(self.now()))
                 async with asyncio.TaskGroup() as tg:
                     writer = tg.create_task(self._vl_writer(conn))
                     await self._vl_reader(conn)

@@ -1,0 +1,104 @@
+"""The `callbot` command line: serve, demo, dial, replay, export-wav, bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from pydantic import ValidationError
+
+from callbot import __version__
+
+log = logging.getLogger(__name__)
+
+WS_MAX_BYTES = 2 * 1024 * 1024  # larger media messages close the socket (1009); smaller bad ones are skipped
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    # The SDKs log request details (incl. URLs) at INFO; keep them at WARNING unless debugging.
+    if level != "DEBUG":
+        for noisy in ("azure", "aiohttp.access", "uvicorn.access"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings(**overrides: object) -> object:
+    from callbot.config import load_settings
+
+    try:
+        return load_settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
+        raise SystemExit(f"callbot: invalid configuration: {problems}") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from callbot.app import create_app
+    from callbot.config import Settings
+
+    settings = _settings()
+    assert isinstance(settings, Settings)
+    setup_logging(settings.log_level)
+    if settings.offline:
+        log.warning("AZURE_VOICELIVE_ENDPOINT is not set: using the built-in offline Voice Live stand-in")
+    config = uvicorn.Config(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        proxy_headers=True,
+        ws_max_size=WS_MAX_BYTES,
+        ws_ping_interval=20.0,
+        timeout_graceful_shutdown=int(settings.callbot_drain_seconds) + 5,
+        access_log=False,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callbot", description="An Azure AI Voice Live agent on a phone line.")
+    parser.add_argument("--version", action="version", version=f"callbot {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the service (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
+    registers = []
+    for module in ("callbot.local.cli", "callbot.recording", "callbot.bench"):
+        try:
+            mod = __import__(module, fromlist=["register_commands"])
+        except ImportError:
+            continue
+        registers.append(mod.register_commands)
+    return registers
+
+
+_EXTRA_COMMANDS = _extra_commands()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    return result

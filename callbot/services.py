@@ -1,0 +1,238 @@
+"""The process-wide services one app instance owns, and the call lifecycle that ties them together.
+
+Created in the app's lifespan, closed on shutdown: the Voice Live connector (credential), the ACS call control
+client, token verifiers and signer, the call registry and metrics. Nothing here is module-level state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from types import TracebackType
+from typing import Any
+
+from starlette.websockets import WebSocket
+
+from callbot.acs import events
+from callbot.acs.auth import AcsTokenVerifier
+from callbot.acs.control import CallControl, CallControlError, ConfigError
+from callbot.bridge.runner import CallBridge
+from callbot.calls import Call, CallRegistry
+from callbot.config import Settings
+from callbot.security import CallTokenSigner, EventGridAuth
+from callbot.voicelive.connection import VoiceLiveConnector
+
+log = logging.getLogger(__name__)
+
+MEDIA_CONNECT_TIMEOUT_S = 30.0
+CALL_ENDING_EVENTS = {"CallDisconnected", "MediaStreamingFailed", "AnswerFailed", "CreateCallFailed"}
+
+
+class Metrics:
+    """Counters and gauges rendered in the Prometheus text format at /metrics."""
+
+    def __init__(self) -> None:
+        self.counters: Counter[str] = Counter()
+        self.gauges: dict[str, Any] = {}
+
+    def inc(self, name: str, by: int = 1) -> None:
+        self.counters[name] += by
+
+    def render(self) -> str:
+        lines = []
+        for name, value in sorted(self.counters.items()):
+            lines.append(f"# TYPE callbot_{name}_total counter\ncallbot_{name}_total {value}")
+        for name, fn in sorted(self.gauges.items()):
+            lines.append(f"# TYPE callbot_{name} gauge\ncallbot_{name} {fn()}")
+        return "\n".join(lines) + "\n"
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.registry = CallRegistry(settings.callbot_max_concurrent_calls)
+        self.signer = CallTokenSigner.from_settings(settings)
+        self.acs_verifier = AcsTokenVerifier.from_settings(settings)
+        self.eventgrid_auth = EventGridAuth.from_settings(settings) if settings.callbot_eventgrid_audience else None
+        self.control: CallControl | None = None
+        self.control_problem = ""
+        self.connector: VoiceLiveConnector | None = None
+        self.standin: Any = None
+        self.sockets = 0
+        self.metrics.gauges["active_calls"] = lambda: len(self.registry)
+        self.metrics.gauges["media_sockets"] = lambda: self.sockets
+
+    async def __aenter__(self) -> Services:
+        s = self.settings
+        endpoint = s.azure_voicelive_endpoint
+        if s.offline:
+            from callbot.local.standin import start_standin
+
+            self.standin = await start_standin(s)
+            endpoint = self.standin.url
+            log.info("no AZURE_VOICELIVE_ENDPOINT: using the built-in offline Voice Live stand-in at %s "
+                     "(a deterministic local responder, not an LLM)", endpoint)
+        self.connector = VoiceLiveConnector(s, endpoint=endpoint,
+                                            credential=self.standin.credential if self.standin else None)
+        try:
+            self.control = CallControl.from_settings(s)
+        except (ConfigError, ValueError) as exc:
+            self.control_problem = str(exc)
+            log.error("%s", exc)
+        if not s.acs_resource_id:
+            log.error("ACS_RESOURCE_ID is not set: every ACS callback and media socket will be refused")
+        if s.callbot_webhook_secret is None:
+            log.error("CALLBOT_WEBHOOK_SECRET is not set: the incoming-call webhook refuses every request")
+        if not s.callbot_public_url:
+            log.error("CALLBOT_PUBLIC_URL is not set: incoming calls cannot be answered")
+        log.info("callbot ready: Voice Live %s (%s auth), media %s, up to %d concurrent calls",
+                 endpoint, self.connector.auth_mode, s.callbot_media_format, s.callbot_max_concurrent_calls)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        for call in list(self.registry.calls.values()):
+            self.registry.finish(call, "shutdown")
+        try:
+            async with asyncio.timeout(5.0):
+                await self.registry.wait_idle()
+        except TimeoutError:
+            log.warning("%d call(s) did not wind down within 5 s of shutdown", len(self.registry))
+        pending = set(self.registry.background)
+        for call in self.registry.calls.values():
+            pending |= call.tasks
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self.control is not None:
+            await self.control.close()
+        if self.connector is not None:
+            await self.connector.close()
+        await self.acs_verifier.close()
+        if self.eventgrid_auth is not None:
+            await self.eventgrid_auth.close()
+        if self.standin is not None:
+            await self.standin.stop()
+
+    def readiness_problems(self) -> list[str]:
+        problems = []
+        if self.registry.draining:
+            problems.append("draining")
+        if self.control is None:
+            problems.append(self.control_problem or "ACS not configured")
+        for name in ("acs_resource_id", "callbot_webhook_secret", "callbot_public_url"):
+            if getattr(self.settings, name) is None:
+                problems.append(f"{name.upper()} not set")
+        return problems
+
+    # -- call lifecycle ----------------------------------------------------------------------------------------
+
+    def take_call(self, ev: events.IncomingCall) -> None:
+        """Admit (answer in the background) or reject an incoming call; returns at once."""
+        caller = events.mask_phone_number(ev.caller_phone) if ev.caller_phone else ev.caller_raw_id[:12] + "..."
+        refusal = self.registry.admission_refusal()
+        if refusal is None and (self.control is None or not self.settings.callbot_public_url):
+            refusal = "not configured"
+        if refusal is not None:
+            self.registry.rejected += 1
+            self.metrics.inc("calls_rejected")
+            log.warning("incoming call from %s rejected: %s", caller, refusal)
+            if self.control is not None:
+                self.registry.spawn(self._reject(ev.incoming_call_context))
+            return
+        call = self.registry.create(caller=caller)
+        call.correlation_id = ev.correlation_id
+        self.metrics.inc("calls")
+        log.info("call %s: incoming from %s (%s), correlation %s", call.call_id, caller,
+                 ev.caller_display_name or "no name", ev.correlation_id)
+        self.registry.spawn(self._answer(call, ev.incoming_call_context), call)
+
+    async def _reject(self, context: str) -> None:
+        assert self.control is not None
+        try:
+            await self.control.reject(context, "busy")
+        except CallControlError as exc:
+            log.error("rejecting a call failed: %s", exc)
+
+    async def _answer(self, call: Call, context: str) -> None:
+        from callbot.app import CALLBACK_TOKEN_TTL_S, MEDIA_TOKEN_TTL_S, public_urls
+
+        assert self.control is not None and self.settings.callbot_public_url
+        now = time.time()
+        callback_url, transport_url = public_urls(
+            self.settings.callbot_public_url, call.call_id,
+            self.signer.issue(call.call_id, purpose="callback", expires_at=now + CALLBACK_TOKEN_TTL_S),
+            self.signer.issue(call.call_id, purpose="media", expires_at=now + MEDIA_TOKEN_TTL_S),
+        )
+        try:
+            call.connection_id = await self.control.answer(
+                context, callback_url=callback_url, transport_url=transport_url,
+                media_format=self.settings.callbot_media_format, operation_context=call.call_id,
+            )
+        except CallControlError as exc:
+            self.metrics.inc("answer_failed")
+            log.error("call %s: answering failed: %s", call.call_id, exc)
+            self.registry.finish(call, "answer_failed")
+            return
+        call.answered.set()
+        log.info("call %s: answered, call connection %s", call.call_id, call.connection_id)
+        await asyncio.sleep(MEDIA_CONNECT_TIMEOUT_S)
+        if not call.media_connected and not call.ended:
+            log.error("call %s: no media socket within %.0f s; hanging up", call.call_id, MEDIA_CONNECT_TIMEOUT_S)
+            await self.hang_up(call, "media_timeout")
+
+    def on_call_event(self, call_id: str, call: Call | None, ev: events.CallEvent) -> None:
+        result = ""
+        if ev.result_code is not None:
+            result = f" result {ev.result_code}/{ev.result_sub_code}: {ev.result_message or ''}"
+        if call is None:
+            log.info("call %s: %s for a call that is not live here; acknowledged%s", call_id, ev.name, result)
+            return
+        if call.connection_id is None:
+            call.connection_id = ev.call_connection_id
+        self.metrics.inc(f"acs_event_{ev.name}" if ev.name.isidentifier() else "acs_event_other")
+        level = logging.WARNING if ev.name.endswith("Failed") else logging.INFO
+        log.log(level, "call %s: %s%s", call_id, ev.name, result)
+        if ev.name in CALL_ENDING_EVENTS:
+            self.registry.finish(call, ev.name)
+
+    async def hang_up(self, call: Call, reason: str) -> None:
+        if self.control is not None and call.connection_id:
+            try:
+                await self.control.hang_up(call.connection_id)
+            except CallControlError as exc:
+                log.error("call %s: hang-up failed: %s", call.call_id, exc)
+        self.registry.finish(call, reason)
+
+    async def run_media(self, call: Call, ws: WebSocket) -> None:
+        assert self.connector is not None
+        self.sockets += 1
+
+        async def on_hang_up(reason: str) -> None:
+            if self.control is not None and call.connection_id:
+                try:
+                    await self.control.hang_up(call.connection_id)
+                except CallControlError as exc:
+                    log.error("call %s: hang-up failed: %s", call.call_id, exc)
+
+        bridge = CallBridge(call.call_id, self.settings, self.connector, on_hang_up=on_hang_up)
+        call.stop_bridge = bridge.stop
+        reason = "cancelled"
+        try:
+            reason = await bridge.run(ws)
+        finally:
+            self.sockets -= 1
+            call.stop_bridge = None
+            self.registry.bridge_finished(call, reason)
+            await _close_quietly(ws)
+
+
+async def _close_quietly(ws: WebSocket) -> None:
+    try:
+        await ws.close(code=1000)
+    except (RuntimeError, OSError):
+        pass
