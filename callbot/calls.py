@@ -25,6 +25,7 @@ class Call:
     end_reason: str = ""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     stop_bridge: Callable[[str], None] | None = None  # set while a media bridge runs
+    end_gracefully: Callable[[str], None] | None = None  # goodbye then hang-up, while a media bridge runs
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -93,6 +94,4 @@ class CallRegistry:
     async def wait_idle(self) -> None:
         """Wait until no call is live (callers bound it with `asyncio.timeout`)."""
         while self.calls:
-            call = next(iter(self.calls.values()))
-            await call.done.wait()
-            self.calls.pop(call.call_id, None)
+            await next(iter(self.calls.values())).done.wait()

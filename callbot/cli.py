@@ -44,14 +44,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from callbot.app import create_app
     from callbot.config import Settings
+    from callbot.server import DrainingServer
 
     settings = _settings()
     assert isinstance(settings, Settings)
     setup_logging(settings.log_level)
     if settings.offline:
         log.warning("AZURE_VOICELIVE_ENDPOINT is not set: using the built-in offline Voice Live stand-in")
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port,
         log_config=None,
@@ -61,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.callbot_drain_seconds) + 5,
         access_log=False,
     )
-    uvicorn.Server(config).run()
+    DrainingServer(config, app).run()
     return 0
 
 

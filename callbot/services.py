@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket
 from callbot.acs import events
 from callbot.acs.auth import AcsTokenVerifier
 from callbot.acs.control import CallControl, CallControlError, ConfigError
+from callbot.assets import apology
 from callbot.bridge.runner import CallBridge
 from callbot.calls import Call, CallRegistry
 from callbot.config import Settings
@@ -27,6 +28,7 @@ from callbot.voicelive.connection import VoiceLiveConnector
 log = logging.getLogger(__name__)
 
 MEDIA_CONNECT_TIMEOUT_S = 30.0
+GOODBYE_GRACE_S = 20.0  # after the drain time: a goodbye plays (bounded by the core's goodbye timeout) then hang-up
 CALL_ENDING_EVENTS = {"CallDisconnected", "MediaStreamingFailed", "AnswerFailed", "CreateCallFailed"}
 
 
@@ -117,6 +119,33 @@ class Services:
             await self.eventgrid_auth.close()
         if self.standin is not None:
             await self.standin.stop()
+
+    async def drain(self, seconds: float) -> None:
+        """Shutdown: stop taking calls (readyz 503, IncomingCall rejected), let live calls go on for up to
+        `seconds`, then end the rest with a goodbye and a hang-up."""
+        self.registry.draining = True
+        log.warning("draining: %d live call(s) may continue for up to %.0f s; new calls are rejected",
+                    len(self.registry), seconds)
+        try:
+            async with asyncio.timeout(seconds):
+                await self.registry.wait_idle()
+            log.info("drained: no live calls")
+            return
+        except TimeoutError:
+            pass
+        log.warning("drain time is up: ending %d call(s) with a goodbye", len(self.registry))
+        for call in list(self.registry.calls.values()):
+            if call.end_gracefully is not None:
+                call.end_gracefully("shutdown")
+            else:
+                self.registry.spawn(self.hang_up(call, "shutdown"))
+        try:
+            async with asyncio.timeout(GOODBYE_GRACE_S):
+                await self.registry.wait_idle()
+        except TimeoutError:
+            log.error("%d call(s) still live after the goodbye grace period; closing them", len(self.registry))
+            for call in list(self.registry.calls.values()):
+                self.registry.finish(call, "shutdown")
 
     def readiness_problems(self) -> list[str]:
         problems = []
@@ -219,14 +248,17 @@ class Services:
                 except CallControlError as exc:
                     log.error("call %s: hang-up failed: %s", call.call_id, exc)
 
-        bridge = CallBridge(call.call_id, self.settings, self.connector, on_hang_up=on_hang_up)
+        bridge = CallBridge(call.call_id, self.settings, self.connector, on_hang_up=on_hang_up,
+                            apology=apology(self.settings.media_sample_rate))
         call.stop_bridge = bridge.stop
+        call.end_gracefully = bridge.end_gracefully
         reason = "cancelled"
         try:
             reason = await bridge.run(ws)
         finally:
             self.sockets -= 1
             call.stop_bridge = None
+            call.end_gracefully = None
             self.registry.bridge_finished(call, reason)
             await _close_quietly(ws)
 

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 FRAME_MS = 20
 GOODBYE = "Our time is up for this call. Thank you for calling, goodbye."
 BENIGN_ERROR_CODES = {"response_cancel_not_active"}
+MAX_RESTORED_TURNS = 40
+MAX_RESTORED_CHARS = 2000
 
 
 @dataclass(slots=True)
@@ -71,7 +73,7 @@ class _Item:
     received_ms: float = 0.0
     sent_ms: float = 0.0
     end_at: float = 0.0  # scheduled end of its last released frame
-    settled: bool = False  # truncated or fully decided: never truncated again
+    settled: bool = False  # truncated, from a lost session, or local audio: never truncated
 
 
 @dataclass(slots=True)
@@ -141,9 +143,11 @@ class BridgeCore:
         self.framer = Framer(self.frame_bytes)
         self.framer_item: _Item | None = None
         self.active_response: str | None = None
-        self.cancelled: set[str] = set()
+        self.cancelled: dict[str, None] = {}  # ordered: oldest pruned first
+        # Ending: "model" waits for the model's goodbye response to finish playing, "local" for local audio.
+        self.ending_via: str | None = None
         self.goodbye_response: str | None = None
-        self.goodbye_requested = False
+        self.reconnects = 0
         self.max_queue_frames = self.cfg.max_queue_ms // FRAME_MS
         self.end_reason = ""
         self.unknown_kinds: set[str] = set()
@@ -166,7 +170,7 @@ class BridgeCore:
             deadlines.append(self.started_at + self.cfg.max_call_seconds)
         if self.ending_since is not None and not self.ended:
             deadlines.append(self.ending_since + self.cfg.goodbye_timeout_s)
-            if self.goodbye_response is None and self.goodbye_requested and not self.queue:
+            if not self.queue and self._ending_audio_done():
                 deadlines.append(self.play_cursor)
         return min(deadlines) if deadlines else None
 
@@ -191,19 +195,25 @@ class BridgeCore:
     def _check_time(self, now: float, actions: list[Action]) -> None:
         if self.started_at is None or self.ended:
             return
-        if self.ending_since is None and now - self.started_at >= self.cfg.max_call_seconds:
-            log.info("call %s: maximum call duration of %.0f s reached", self.cfg.call_id, self.cfg.max_call_seconds)
-            actions.extend(self.end_call(now, "max_call_seconds"))
-            return
         if self.ending_since is None:
+            if now - self.started_at >= self.cfg.max_call_seconds:
+                log.info("call %s: maximum call duration of %.0f s reached", self.cfg.call_id,
+                         self.cfg.max_call_seconds)
+                actions.extend(self.end_call(now, "max_call_seconds"))
             return
-        goodbye_played = self.goodbye_requested and self.goodbye_response is None and not self.playing(now)
-        if goodbye_played or not self.ready or now - self.ending_since >= self.cfg.goodbye_timeout_s:
+        played = self._ending_audio_done() and not self.playing(now)
+        if played or now - self.ending_since >= self.cfg.goodbye_timeout_s:
             self.ended = True
             actions.append(HangUp(self.end_reason))
 
-    def end_call(self, now: float, reason: str) -> list[Action]:
-        """Say goodbye (when the session is up), then hang up once it has played; bounded by goodbye_timeout_s."""
+    def _ending_audio_done(self) -> bool:
+        if self.ending_via == "model":
+            return self.goodbye_response is None or not self.ready
+        return True
+
+    def end_call(self, now: float, reason: str, *, local_audio: bytes = b"") -> list[Action]:
+        """End the call on purpose: a last message is played (the model's goodbye when the session is up, else
+        `local_audio` when given), then HangUp once it has played; bounded by goodbye_timeout_s."""
         if self.ending_since is not None:
             return []
         self.ending_since = now
@@ -212,14 +222,20 @@ class BridgeCore:
         if self.ready and self.cfg.goodbye:
             actions.extend(self._interrupt(now))
             actions.append(VlSend(vl.say(self.cfg.goodbye)))
-            self.goodbye_requested = True
+            self.ending_via = "model"
             self.goodbye_response = "pending"
+        elif local_audio:
+            actions.extend(self._interrupt(now))
+            self.ending_via = "local"
+            item = _Item("local", "local", settled=True)
+            frames = self.framer.push(local_audio)
+            tail = self.framer.flush(pad=True)
+            for frame in [*frames, *([tail] if tail else [])]:
+                self._enqueue(item, frame)
         else:
             self.ended = True
             actions.append(HangUp(reason))
         return actions
-
-    # -- caller -> Voice Live ----------------------------------------------------------------------------------
 
     def acs_message(self, now: float, raw: str | bytes) -> list[Action]:
         """One message from the ACS media socket. Malformed ones are counted, logged (rate-limited) and skipped."""
@@ -263,8 +279,13 @@ class BridgeCore:
         return []
 
     def session_opened(self, now: float) -> list[Action]:
-        """A Voice Live connection is open: configure it. Audio waits for `session.updated`."""
-        return [VlSend({"type": "session.update", "session": self.cfg.session})]
+        """A Voice Live connection is open: configure it and, after a reconnect, restore the conversation so far.
+        Caller audio waits for `session.updated`."""
+        actions: list[Action] = [VlSend({"type": "session.update", "session": self.cfg.session})]
+        for turn in self.turns[-MAX_RESTORED_TURNS:]:
+            text = turn.text[:MAX_RESTORED_CHARS]
+            actions.append(VlSend(vl.restore_item("user" if turn.role == "caller" else "assistant", text)))
+        return actions
 
     def session_ready(self, now: float) -> list[Action]:
         if self.ready:
@@ -278,12 +299,24 @@ class BridgeCore:
             actions.append(VlSend(vl.append_audio(self.preconnect.popleft())))
         return actions
 
-    def session_lost(self, now: float) -> list[Action]:
-        """Voice Live went away: stop the bot's audio, buffer the caller's until a session is ready again."""
-        actions = self._interrupt(now) if self.playing(now) else []
+    def session_lost(self, now: float, unsent_audio: list[str] | None = None) -> list[Action]:
+        """Voice Live went away. Audio already received keeps playing; caller audio is buffered until a session is
+        ready again (`unsent_audio`: appends that never left, put back in front); nothing refers to the old
+        session's responses or items any more."""
         self.ready = False
-        self.active_response = None
-        return [a for a in actions if not isinstance(a, VlSend)]
+        if self.active_response is not None:
+            self.cancelled[self.active_response] = None
+            self.active_response = None
+        for item in self.items.values():
+            item.settled = True
+        if self.goodbye_response is not None:
+            self.goodbye_response = None
+        if unsent_audio:
+            room = (self.preconnect.maxlen or 0) - len(self.preconnect)
+            self.stats.caller_frames_dropped += max(0, len(unsent_audio) - room)
+            for b64 in reversed(unsent_audio[-room:] if room > 0 else []):
+                self.preconnect.appendleft(b64)
+        return []
 
     # -- Voice Live -> caller ----------------------------------------------------------------------------------
 
@@ -401,7 +434,7 @@ class BridgeCore:
         self.framer_item = None
         self.epoch += 1
         if self.active_response is not None:
-            self.cancelled.add(self.active_response)
+            self.cancelled[self.active_response] = None
             actions.append(VlSend(vl.cancel_response(self.active_response)))
             self.stats.cancels += 1
             self.active_response = None
@@ -409,8 +442,7 @@ class BridgeCore:
             if item.settled:
                 continue
             item.settled = True
-            if item.response_id not in self.cancelled:
-                self.cancelled.add(item.response_id)
+            self.cancelled[item.response_id] = None
             unplayed_ms = max(0.0, (item.end_at - now) * 1000) if item.sent_ms else 0.0
             heard = int(min(max(0.0, item.sent_ms - unplayed_ms), item.received_ms))
             if 0 < heard < int(item.received_ms):
@@ -425,8 +457,8 @@ class BridgeCore:
                                                                        and it is not self.framer_item)]
         for k in done:
             del self.items[k]
-        if len(self.cancelled) > 64:
-            self.cancelled = set(list(self.cancelled)[-32:])
+        while len(self.cancelled) > 64:
+            del self.cancelled[next(iter(self.cancelled))]
 
     def _error(self, ev: dict[str, Any]) -> None:
         err = ev.get("error") if isinstance(ev.get("error"), dict) else {}

@@ -1,8 +1,9 @@
 """The async glue around `BridgeCore`: one ACS media socket <-> one Voice Live session.
 
-Four tasks per call, in one `TaskGroup`: the ACS reader (caller audio in), the Voice Live session (connect, configure,
-read events), the Voice Live writer (a bounded outbox, so a slow model socket never blocks caller audio intake) and
-the playout (paces bot frames to ACS). Every decision is the core's; this module only moves bytes and reads the clock.
+Tasks per call, in one `TaskGroup`: the ACS reader (caller audio in), the ACS writer (a bounded outbox, so a stalled
+ACS socket never blocks the Voice Live pump), the Voice Live session (connect, configure, read events; reconnects
+with backoff when the session drops), its writer (a bounded outbox, so a slow model socket never blocks caller audio
+intake) and the playout (paces bot frames). Every decision is the core's; this module moves bytes and reads the clock.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from callbot.voicelive.connection import SendError, VoiceLiveConnector, VoiceLiv
 log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 250  # 5 s of caller audio; beyond that the model socket is stalled and the oldest audio is dropped
+ACS_OUTBOX_LIMIT = 100  # 2 s of bot audio; paced playout keeps it near empty unless the ACS socket is stalled
+RECONNECT_DELAYS_S = (0.0, 0.25, 0.75, 1.5)  # delays before attempts after a drop or failed connect; then give up
+STABLE_SESSION_S = 10.0  # a session that lasted this long resets the failure count
 
 
 class WireTap(Protocol):
@@ -65,6 +69,40 @@ class _Outbox:
             await self.ready.wait()
         return self.items.popleft()
 
+    def take_audio(self) -> list[str]:
+        """Remove everything; return the caller audio that never left (to be re-sent to the next session)."""
+        audio = [e["audio"] for e in self.items if e.get("type") == "input_audio_buffer.append"]
+        self.items.clear()
+        return audio
+
+
+class _AcsOutbox:
+    """Messages for the ACS socket. StopAudio discards bot audio still waiting here; overflow drops the oldest audio."""
+
+    def __init__(self, limit: int) -> None:
+        self.items: deque[tuple[str, int | None]] = deque()  # (text, epoch of audio frames; None for control)
+        self.limit = limit
+        self.ready = asyncio.Event()
+        self.dropped = 0
+
+    def put_audio(self, text: str, epoch: int) -> None:
+        if len(self.items) >= self.limit:
+            self.items.popleft()
+            self.dropped += 1
+        self.items.append((text, epoch))
+        self.ready.set()
+
+    def put_stop(self, text: str) -> None:
+        self.items = deque(i for i in self.items if i[1] is None)
+        self.items.append((text, None))
+        self.ready.set()
+
+    async def get(self) -> tuple[str, int | None]:
+        while not self.items:
+            self.ready.clear()
+            await self.ready.wait()
+        return self.items.popleft()
+
 
 class CallBridge:
     def __init__(
@@ -75,28 +113,36 @@ class CallBridge:
         *,
         on_hang_up: Callable[[str], Awaitable[None]] | None = None,
         tap: WireTap | None = None,
+        apology: bytes = b"",
     ) -> None:
         self.call_id = call_id
         self.settings = settings
         self.connector = connector
         self.on_hang_up = on_hang_up
         self.tap = tap
+        self.apology = apology
         self.core = BridgeCore(CoreConfig.from_settings(call_id, settings))
         self.loop = asyncio.get_running_loop()
         self.outbox = _Outbox(OUTBOX_LIMIT)
+        self.acs_outbox = _AcsOutbox(ACS_OUTBOX_LIMIT)
         self.wake = asyncio.Event()
-        self.acs_lock = asyncio.Lock()
         self.ws: WebSocket | None = None
         self.end_reason = ""
-        self.voicelive_closed = asyncio.Event()
         self.stopped = asyncio.Event()
         self.stop_reason = ""
+        self.reconnects = 0
+        self.longest_gap_s = 0.0
 
     def stop(self, reason: str) -> None:
         """End the bridge from outside (CallDisconnected, shutdown); `run` returns soon after."""
         if not self.stop_reason:
             self.stop_reason = reason
         self.stopped.set()
+
+    def end_gracefully(self, reason: str) -> None:
+        """Say goodbye (or the apology), then hang up: used when draining for shutdown."""
+        self._execute_now(self.core.end_call(self.now(), reason, local_audio=self.apology))
+        self.wake.set()  # the playout recomputes its deadline (goodbye timeout) and plays the last words
 
     async def _watch_stop(self) -> None:
         await self.stopped.wait()
@@ -112,57 +158,46 @@ class CallBridge:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._acs_reader(ws))
+                tg.create_task(self._acs_writer(ws))
                 tg.create_task(self._voicelive())
                 tg.create_task(self._playout())
                 tg.create_task(self._watch_stop())
         except* _CallOver as group:
             first = group.exceptions[0]
             self.end_reason = first.reason if isinstance(first, _CallOver) else "ended"
-        finally:
-            self.voicelive_closed.set()
         s = self.core.stats
         log.info(
             "call %s: bridge ended (%s): caller frames %d, bot frames %d, barge-ins %d, malformed %d, "
-            "caller audio dropped %d+%d", self.call_id, self.end_reason, s.caller_frames, s.bot_frames,
-            s.barge_ins, s.malformed, s.caller_frames_dropped, self.outbox.dropped,
+            "caller audio dropped %d+%d, bot audio dropped %d, Voice Live reconnects %d (longest gap %.2f s)",
+            self.call_id, self.end_reason, s.caller_frames, s.bot_frames, s.barge_ins, s.malformed,
+            s.caller_frames_dropped, self.outbox.dropped, self.acs_outbox.dropped, self.reconnects,
+            self.longest_gap_s,
         )
         return self.end_reason
 
     # -- actions -----------------------------------------------------------------------------------------------
 
-    async def _execute(self, actions: list[Action]) -> None:
+    def _execute_now(self, actions: list[Action]) -> bool:
+        """Queue the actions' messages (never waits). True when one of them is a hang-up."""
+        hang_up = False
         for action in actions:
             if isinstance(action, AcsAudio):
-                await self._send_acs_audio(action)
+                if action.epoch == self.core.epoch:
+                    self.acs_outbox.put_audio(media.encode_audio_bytes(action.pcm), action.epoch)
             elif isinstance(action, VlSend):
                 if self.tap is not None:
                     self.tap.vl_out(action.event)
                 self.outbox.put(action.event)
             elif isinstance(action, AcsStop):
-                await self._send_acs(media.STOP_AUDIO)
+                self.acs_outbox.put_stop(media.STOP_AUDIO)
             elif isinstance(action, HangUp):
-                await self._hang_up(action.reason)
+                self.end_reason = action.reason
+                hang_up = True
+        return hang_up
 
-    async def _send_acs_audio(self, action: AcsAudio) -> None:
-        if action.epoch != self.core.epoch:
-            return
-        text = media.encode_audio_bytes(action.pcm)
-        async with self.acs_lock:
-            if action.epoch == self.core.epoch:  # a barge-in may have happened while waiting for the lock
-                await self._write_acs(text)
-
-    async def _send_acs(self, text: str) -> None:
-        async with self.acs_lock:
-            await self._write_acs(text)
-
-    async def _write_acs(self, text: str) -> None:
-        assert self.ws is not None
-        if self.tap is not None:
-            self.tap.acs_out(text)
-        try:
-            await self.ws.send_text(text)
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            raise _CallOver("caller_hung_up") from None
+    async def _execute(self, actions: list[Action]) -> None:
+        if self._execute_now(actions):
+            await self._hang_up(self.end_reason)
 
     async def _hang_up(self, reason: str) -> None:
         log.info("call %s: hanging up (%s)", self.call_id, reason)
@@ -170,7 +205,7 @@ class CallBridge:
             await self.on_hang_up(reason)
         raise _CallOver(reason)
 
-    # -- tasks -------------------------------------------------------------------------------------------------
+    # -- ACS ---------------------------------------------------------------------------------------------------
 
     async def _acs_reader(self, ws: WebSocket) -> None:
         while True:
@@ -186,25 +221,65 @@ class CallBridge:
             if actions:
                 await self._execute(actions)
 
+    async def _acs_writer(self, ws: WebSocket) -> None:
+        while True:
+            text, epoch = await self.acs_outbox.get()
+            if epoch is not None and epoch != self.core.epoch:
+                continue  # released before a barge-in: the caller must not hear it
+            if self.tap is not None:
+                self.tap.acs_out(text)
+            try:
+                await ws.send_text(text)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                raise _CallOver("caller_hung_up") from None
+
+    # -- Voice Live --------------------------------------------------------------------------------------------
+
     async def _voicelive(self) -> None:
+        failures = 0
+        lost_at: float | None = None
+        while True:
+            opened_at: float | None = None
+            try:
+                async with self.connector.session() as conn:
+                    opened_at = self.now()
+                    if lost_at is not None:
+                        gap = opened_at - lost_at
+                        self.reconnects += 1
+                        self.longest_gap_s = max(self.longest_gap_s, gap)
+                        log.warning("call %s: Voice Live reconnected after %.2f s; restoring %d turn(s)",
+                                    self.call_id, gap, len(self.core.turns))
+                    else:
+                        log.info("call %s: Voice Live session open", self.call_id)
+                    lost_at = None
+                    await self._execute(self.core.session_opened(self.now()))
+                    await self._run_session(conn)
+                reason = "session ended"
+            except VoiceLiveUnavailable as exc:
+                reason = f"unavailable ({exc})"
+            now = self.now()
+            lost_at = lost_at if lost_at is not None else now
+            await self._execute(self.core.session_lost(now, self.outbox.take_audio()))
+            if opened_at is not None and now - opened_at >= STABLE_SESSION_S:
+                failures = 0
+            failures += 1
+            if failures > len(RECONNECT_DELAYS_S):
+                log.error("call %s: Voice Live %s after %d attempts; ending the call", self.call_id, reason,
+                          failures)
+                await self._execute(self.core.end_call(now, "voicelive_unavailable", local_audio=self.apology))
+                self.wake.set()
+                return  # the playout hangs up once the apology has played
+            delay = RECONNECT_DELAYS_S[failures - 1]
+            log.warning("call %s: Voice Live %s; reconnecting in %.2f s", self.call_id, reason, delay)
+            await asyncio.sleep(delay)
+
+    async def _run_session(self, conn: Any) -> None:
+        writer = asyncio.create_task(self._vl_writer(conn))
         try:
-            async with self.connector.session() as conn:
-                log.info("call %s: Voice Live session open", self.call_id)
-                await self._execute(self.core.session_opened(self.now()))
-                async with asyncio.TaskGroup() as tg:
-                    writer = tg.create_task(self._vl_writer(conn))
-                    await self._vl_reader(conn)
-                    writer.cancel()
-        except VoiceLiveUnavailable as exc:
-            log.error("call %s: Voice Live unavailable: %s", self.call_id, exc)
-            await self._execute(self.core.session_lost(self.now()))
-            await self._execute(self.core.end_call(self.now(), "voicelive_unavailable"))
-            raise _CallOver("voicelive_unavailable") from None
+            await self._vl_reader(conn)
         finally:
-            self.voicelive_closed.set()
-        log.warning("call %s: Voice Live session ended", self.call_id)
-        await self._execute(self.core.session_lost(self.now()))
-        await self._hang_up("voicelive_closed")
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
 
     async def _vl_reader(self, conn: Any) -> None:
         core = self.core
@@ -218,7 +293,7 @@ class CallBridge:
             actions = core.server_event(self.now(), event)
             if actions:
                 await self._execute(actions)
-            if not had_queue and core.queue:
+            if core.queue and not had_queue:
                 self.wake.set()
 
     async def _vl_writer(self, conn: Any) -> None:
@@ -227,15 +302,17 @@ class CallBridge:
             try:
                 await conn.send(event)
             except SendError:
-                log.warning("call %s: sending to Voice Live failed", self.call_id)
+                log.warning("call %s: sending to Voice Live failed; closing the session", self.call_id)
+                self.outbox.items.appendleft(event)
+                await conn.close()
                 return
+
+    # -- playout -----------------------------------------------------------------------------------------------
 
     async def _playout(self) -> None:
         core = self.core
         while True:
-            actions = core.tick(self.now())
-            if actions:
-                await self._execute(actions)
+            await self._execute(core.tick(self.now()))
             deadline = core.next_deadline()
             self.wake.clear()
             handle = self.loop.call_at(deadline, self.wake.set) if deadline is not None else None
