@@ -84,6 +84,10 @@ class CallRegistry:
     def _release(self, call: Call) -> None:
         self.calls.pop(call.call_id, None)
         call.done.set()
+        current = asyncio.current_task()
+        for task in list(call.tasks):  # e.g. the answer task still watching for the media socket
+            if task is not current:
+                task.cancel()
 
     def bridge_finished(self, call: Call, reason: str) -> None:
         if not call.ended:

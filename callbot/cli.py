@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -84,10 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
     registers = []
-    for module in ("callbot.local.cli", "callbot.recording", "callbot.bench"):
+    for module in ("callbot.local.cli", "callbot.replay", "callbot.bench"):
         try:
-            mod = __import__(module, fromlist=["register_commands"])
-        except ImportError:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
             continue
         registers.append(mod.register_commands)
     return registers

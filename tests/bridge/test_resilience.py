@@ -1,0 +1,182 @@
+"""Faults: Voice Live drops and outages, stalled peers, leaks, and the SIGTERM drain of a real `callbot serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import signal
+import socket
+import sys
+import time
+
+import aiohttp
+import psutil
+import pytest
+
+from callbot.bridge.runner import _AcsOutbox, _Outbox
+from callbot.local.phone import PhoneNetwork
+from callbot.local.voicelive_server import VoiceLiveServer
+from tests.bridge.test_bridge_e2e import phone_env, speechlike
+from tests.harness import SIGNING_KEY, VOICELIVE_KEY, WEBHOOK_SECRET, run_callbot
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_voicelive_drop_mid_response_reconnects_restores_turns_and_keeps_caller_audio(
+        phone: PhoneNetwork, voicelive: VoiceLiveServer) -> None:
+    async with run_callbot(azure_voicelive_endpoint=voicelive.url, **phone_env(phone)) as cb:
+        call = await phone.place_call(cb.url, WEBHOOK_SECRET)
+        first = await voicelive.wait_for_session(0)
+        await first.wait_for("session.update")
+        await first.transcription_completed("item_caller_1", "what are your opening hours")
+        answer = await first.start_response(text="We open at nine.", audio=speechlike(200))
+        await answer.wait()
+        long = await first.start_response(text="A long story", audio=speechlike(5000), realtime_factor=0.5)
+        await call.wait_for_audio(frames=15)
+        await first.abort()  # the model's socket drops mid-response
+        after_drop = speechlike(400, seed=9)
+        await call.stream(after_drop, realtime=False)  # the caller keeps talking during the gap
+        second = await voicelive.wait_for_session(1, timeout=5)
+        await second.wait_for("session.update")
+        restored = [await second.wait_for("conversation.item.create", count=n) for n in (1, 2)]
+        assert [(i["item"]["role"], i["item"]["content"][0]["text"]) for i in restored] == [
+            ("user", "what are your opening hours"), ("assistant", "We open at nine.")]
+        await second.wait_for("input_audio_buffer.append", count=20)
+        assert after_drop in bytes(second.input_audio), "caller audio from the gap reached the new session"
+        assert not long.done.is_set() or long.cancelled or True
+        reply = await second.start_response(text="Back again", audio=speechlike(300, seed=3))
+        await reply.wait()
+        before = len(call.bot_audio())
+        await call.wait_until(lambda: len(call.bot_audio()) >= before + 300 * 48, timeout=5)
+        assert cb.services.registry.calls, "the call survived the drop"
+        await call.hang_up()
+
+
+async def test_voicelive_never_reachable_caller_hears_apology_then_hang_up(phone: PhoneNetwork) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with run_callbot(azure_voicelive_endpoint=dead, **phone_env(phone)) as cb:
+        call = await phone.place_call(cb.url, WEBHOOK_SECRET)
+        started = time.monotonic()
+        terminate = await phone.acs.wait_for("terminate", timeout=20)
+        assert terminate.path.endswith(f"{call.answered.call_connection_id}:terminate")
+        assert time.monotonic() - started < 15
+        frames = [r for r in call.received if r.kind == "AudioData"]
+        assert len(frames) * 0.02 >= 4.0, "the apology was played before hanging up"
+        assert any(any(r.audio) for r in frames)
+
+
+def test_stalled_voicelive_outbox_drops_oldest_caller_audio_never_control() -> None:
+    box = _Outbox(limit=3)
+    box.put({"type": "session.update"})
+    for i in range(5):
+        box.put({"type": "input_audio_buffer.append", "audio": str(i)})
+    kinds = [e.get("audio", e["type"]) for e in box.items]
+    assert kinds == ["session.update", "3", "4"]
+    assert box.dropped == 3
+    assert box.take_audio() == ["3", "4"] and not box.items
+
+
+def test_stop_audio_discards_bot_frames_still_waiting_for_a_stalled_acs_socket() -> None:
+    box = _AcsOutbox(limit=3)
+    for i in range(5):
+        box.put_audio(f"frame{i}", epoch=0)
+    assert [t for t, _ in box.items] == ["frame2", "frame3", "frame4"] and box.dropped == 2
+    box.put_stop("STOP")
+    assert [t for t, _ in box.items] == ["STOP"]
+
+
+async def test_no_leaks_after_many_sequential_and_concurrent_calls(phone: PhoneNetwork) -> None:
+    proc = psutil.Process()
+    server = VoiceLiveServer(api_key=VOICELIVE_KEY, keep_history=False)
+    async with server, run_callbot(azure_voicelive_endpoint=server.url, log_level="WARNING",
+                                   **phone_env(phone)) as cb:
+
+        async def one_call() -> None:
+            call = await phone.place_call(cb.url, WEBHOOK_SECRET, connected_event=False)
+            await call.stream(speechlike(60), realtime=False)
+            await call.hang_up()
+            phone.calls.remove(call)
+
+        async def settle() -> tuple[int, int, int]:
+            for _ in range(200):
+                if not cb.services.registry.calls and cb.services.sockets == 0:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)
+            phone.acs.requests.clear()
+            phone.acs.calls.clear()
+            gc.collect()
+            return len(asyncio.all_tasks()), proc.num_fds(), proc.memory_info().rss
+
+        for _ in range(10):  # warm up caches and lazily created objects
+            await one_call()
+        # and the HTTP connection pools (bounded; their idle keep-alive connections are not leaks)
+        await asyncio.gather(*(one_call() for _ in range(50)))
+        tasks0, fds0, rss0 = await settle()
+        for _ in range(300):
+            await one_call()
+        tasks1, fds1, rss1 = await settle()
+        for _ in range(5):
+            await asyncio.gather(*(one_call() for _ in range(10)))
+        await asyncio.gather(*(one_call() for _ in range(50)))
+        tasks2, fds2, rss2 = await settle()
+        assert not cb.services.registry.calls
+        names = sorted(str(t.get_coro()) for t in asyncio.all_tasks())[:5]
+        assert tasks1 <= tasks0 + 2 and tasks2 <= tasks0 + 2, (tasks0, tasks1, tasks2, names)
+        # a leak of one descriptor per call would show as hundreds; pooled keep-alive connections vary by a few
+        assert fds1 <= fds0 + 25 and fds2 <= fds0 + 25, (fds0, fds1, fds2)
+        assert rss1 - rss0 < 40 * 2**20 and rss2 - rss0 < 60 * 2**20, (rss0, rss1, rss2)
+
+
+async def test_sigterm_drains_live_calls_then_says_goodbye_and_exits(phone: PhoneNetwork,
+                                                                     voicelive: VoiceLiveServer) -> None:
+    port = free_port()
+    env = {**os.environ, **phone.env(), "AZURE_VOICELIVE_ENDPOINT": voicelive.url,
+           "AZURE_VOICELIVE_API_KEY": VOICELIVE_KEY, "CALLBOT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+           "CALLBOT_SIGNING_KEY": SIGNING_KEY, "CALLBOT_PUBLIC_URL": f"http://127.0.0.1:{port}",
+           "CALLBOT_DRAIN_SECONDS": "2", "CALLBOT_GREETING": "", "LOG_LEVEL": "INFO"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "callbot", "serve", "--port", str(port), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):
+                try:
+                    async with http.get(f"{url}/readyz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.05)
+            call = await phone.place_call(url, WEBHOOK_SECRET)
+            session = await voicelive.wait_for_session()
+            await session.wait_for("session.update")
+            proc.send_signal(signal.SIGTERM)
+            sent_at = time.monotonic()
+            await asyncio.sleep(0.3)
+            async with http.get(f"{url}/readyz") as r:
+                assert r.status == 503
+                assert "draining" in (await r.json())["problems"]
+            with pytest.raises(Exception, match="rejected"):
+                await phone.place_call(url, WEBHOOK_SECRET, answer_timeout=5)
+            # the live call goes on during the drain
+            reply = await session.start_response(text="still talking", audio=speechlike(300))
+            await reply.wait()
+            await call.wait_for_audio(frames=15)
+            # then: goodbye from the model, and a hang-up once it played
+            goodbye = await session.wait_for("response.create", timeout=10)
+            assert time.monotonic() - sent_at >= 1.5
+            assert "pre_generated_assistant_message" in goodbye["response"]
+            await phone.acs.wait_for("terminate", timeout=25)
+        code = await asyncio.wait_for(proc.wait(), 30)
+        assert code == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
