@@ -36,7 +36,7 @@ async def test_voicelive_drop_mid_response_reconnects_restores_turns_and_keeps_c
         await first.transcription_completed("item_caller_1", "what are your opening hours")
         answer = await first.start_response(text="We open at nine.", audio=speechlike(200))
         await answer.wait()
-        long = await first.start_response(text="A long story", audio=speechlike(5000), realtime_factor=0.5)
+        await first.start_response(text="A long story", audio=speechlike(5000), realtime_factor=0.5)
         await call.wait_for_audio(frames=15)
         await first.abort()  # the model's socket drops mid-response
         after_drop = speechlike(400, seed=9)
@@ -48,7 +48,6 @@ async def test_voicelive_drop_mid_response_reconnects_restores_turns_and_keeps_c
             ("user", "what are your opening hours"), ("assistant", "We open at nine.")]
         await second.wait_for("input_audio_buffer.append", count=20)
         assert after_drop in bytes(second.input_audio), "caller audio from the gap reached the new session"
-        assert not long.done.is_set() or long.cancelled or True
         reply = await second.start_response(text="Back again", audio=speechlike(300, seed=3))
         await reply.wait()
         before = len(call.bot_audio())
