@@ -1,0 +1,76 @@
+"""Settings: environment names, defaults, validation, secrets kept out of repr and public views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from callbot.config import Settings
+
+SECRETS = {
+    "AZURE_VOICELIVE_API_KEY": "vl-secret-key-123",
+    "ACS_CONNECTION_STRING": "endpoint=https://x.communication.azure.com/;accesskey=c2VjcmV0",
+    "CALLBOT_SIGNING_KEY": "signing-secret-456",
+    "CALLBOT_WEBHOOK_SECRET": "webhook-secret-789",
+}
+
+
+def settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_every_setting_is_read_from_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = settings(monkeypatch, AZURE_VOICELIVE_ENDPOINT="https://res.services.ai.azure.com/",
+                 CALLBOT_MEDIA_FORMAT="pcm16k", CALLBOT_TURN_DETECTION="server_vad", CALLBOT_VAD_SILENCE_MS="700",
+                 CALLBOT_MAX_CONCURRENT_CALLS="7", LOG_LEVEL="debug", CALLBOT_GREETING="")
+    assert s.azure_voicelive_endpoint == "https://res.services.ai.azure.com"
+    assert s.media_sample_rate == 16000 and s.callbot_turn_detection == "server_vad"
+    assert s.callbot_vad_silence_ms == 700 and s.callbot_max_concurrent_calls == 7
+    assert s.log_level == "DEBUG"
+    assert s.callbot_greeting == "", "an empty greeting means the caller speaks first"
+    assert not s.offline
+
+
+def test_no_endpoint_means_offline_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_VOICELIVE_ENDPOINT", raising=False)
+    assert settings(monkeypatch, AZURE_VOICELIVE_ENDPOINT="").offline
+
+
+@pytest.mark.parametrize("env", [
+    {"CALLBOT_MEDIA_FORMAT": "ulaw"},
+    {"CALLBOT_TURN_DETECTION": "magic"},
+    {"CALLBOT_VAD_THRESHOLD": "2"},
+    {"LOG_LEVEL": "LOUD"},
+    {"AZURE_VOICELIVE_AGENT_NAME": "agent-only"},
+])
+def test_invalid_values_are_refused_with_the_variable_named(monkeypatch: pytest.MonkeyPatch,
+                                                             env: dict[str, str]) -> None:
+    with pytest.raises(ValidationError) as info:
+        settings(monkeypatch, **env)
+    assert any(k.lower() in str(info.value).lower() for k in env)
+
+
+@pytest.mark.parametrize("value,expected", [("off", ""), ("false", ""), ("on", "azure_deep_noise_suppression"),
+                                            ("near_field", "near_field")])
+def test_noise_reduction_switch(monkeypatch: pytest.MonkeyPatch, value: str, expected: str) -> None:
+    assert settings(monkeypatch, CALLBOT_NOISE_REDUCTION=value).callbot_noise_reduction == expected
+
+
+def test_instructions_file_wins_over_text(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("You are the Contoso front desk.\n", encoding="utf-8")
+    s = settings(monkeypatch, CALLBOT_INSTRUCTIONS="ignored", CALLBOT_INSTRUCTIONS_FILE=str(prompt))
+    assert s.instructions() == "You are the Contoso front desk."
+
+
+def test_secrets_never_appear_in_repr_or_public_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = settings(monkeypatch, **SECRETS)
+    shown = repr(s) + str(s) + repr(s.public_dict())
+    for secret in SECRETS.values():
+        assert secret not in shown
+        assert "c2VjcmV0" not in shown
+    assert s.public_dict()["callbot_webhook_secret"] == "<set>"
