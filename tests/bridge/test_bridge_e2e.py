@@ -202,3 +202,17 @@ async def test_session_update_is_built_from_settings(phone: PhoneNetwork, voicel
 def phone_env(phone: PhoneNetwork) -> dict[str, str]:
     return {k.lower(): v for k, v in phone.env().items()}
 
+
+
+async def test_agent_mode_connects_with_agent_and_project_instead_of_model(phone: PhoneNetwork,
+                                                                           voicelive: VoiceLiveServer) -> None:
+    async with run_callbot(azure_voicelive_endpoint=voicelive.url, azure_voicelive_agent_name="front-desk",
+                           azure_voicelive_project_name="contoso", **phone_env(phone)) as cb:
+        call = await place(phone, cb.url)
+        session = await voicelive.wait_for_session()
+        await session.wait_for("session.update")
+        assert session.query["agent-name"] == "front-desk"
+        assert session.query["agent-project-name"] == "contoso"
+        assert "model" not in session.query
+        assert session.headers["api-key"] == cb.settings.azure_voicelive_api_key.get_secret_value()  # type: ignore[union-attr]
+        await call.hang_up()
