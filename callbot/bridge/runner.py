@@ -36,6 +36,8 @@ class WireTap(Protocol):
     def acs_out(self, text: str) -> None: ...
     def vl_out(self, event: dict[str, Any]) -> None: ...
     def vl_in(self, event: dict[str, Any]) -> None: ...
+    def voicelive_closed(self, unsent_audio: list[str]) -> None: ...
+    def end_call(self, reason: str, local_audio: bytes) -> None: ...
 
 
 class _CallOver(Exception):
@@ -141,6 +143,8 @@ class CallBridge:
 
     def end_gracefully(self, reason: str) -> None:
         """Say goodbye (or the apology), then hang up: used when draining for shutdown."""
+        if self.tap is not None:
+            self.tap.end_call(reason, self.apology)
         self._execute_now(self.core.end_call(self.now(), reason, local_audio=self.apology))
         self.wake.set()  # the playout recomputes its deadline (goodbye timeout) and plays the last words
 
@@ -259,13 +263,18 @@ class CallBridge:
                 reason = f"unavailable ({exc})"
             now = self.now()
             lost_at = lost_at if lost_at is not None else now
-            await self._execute(self.core.session_lost(now, self.outbox.take_audio()))
+            unsent = self.outbox.take_audio()
+            if self.tap is not None:
+                self.tap.voicelive_closed(unsent)
+            await self._execute(self.core.session_lost(now, unsent))
             if opened_at is not None and now - opened_at >= STABLE_SESSION_S:
                 failures = 0
             failures += 1
             if failures > len(RECONNECT_DELAYS_S):
                 log.error("call %s: Voice Live %s after %d attempts; ending the call", self.call_id, reason,
                           failures)
+                if self.tap is not None:
+                    self.tap.end_call("voicelive_unavailable", self.apology)
                 await self._execute(self.core.end_call(now, "voicelive_unavailable", local_audio=self.apology))
                 self.wake.set()
                 return  # the playout hangs up once the apology has played

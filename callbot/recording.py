@@ -1,0 +1,398 @@
+"""Call recordings: every message at a call's wire boundaries, one JSON Lines file per call.
+
+Line 1 is a header: ``{"format": "callbot-recording", "version": 1, "call_id", "started_at", "settings"}`` (the
+applied settings, secrets replaced by ``"<set>"``). Every other line is one message::
+
+    {"t": 1234.567, "dir": "acs_in", "kind": "AudioData", "text": "{...the raw media message...}"}
+
+``t`` is milliseconds since the header on the recorder's monotonic clock (the bridge's clock when the caller passes
+``loop.time``). ``dir`` is where the message went:
+
+- ``acs_in``  ACS -> callbot: media messages (``text``, or ``bytes`` base64 for binary frames), ``incoming_call``
+  (``event``), ``callback`` (``events``);
+- ``acs_out`` callbot -> ACS: media messages (``text``: AudioData, StopAudio), ``rest`` (``op``, ``detail``);
+- ``vl_out``  callbot -> Voice Live: client events (``event``; ``kind`` is its type);
+- ``vl_in``   Voice Live -> callbot: server events (``event``);
+- ``meta``    what the bridge did between messages, so a replay can do the same at the same time:
+  ``voicelive_open`` (a connection opened; written just before its ``session.update``), ``voicelive_closed``
+  (``unsent``: caller audio that never left, handed back to the core), ``end_call`` (``reason``, ``local_audio``
+  base64), and ``end`` (the recorder was closed; ``reason``).
+
+Audio stays base64 inside the messages, so nothing is lost. Tokens in URLs, ``incomingCallContext`` and
+authorization values are redacted.
+
+The tap methods only serialise and append to a buffer; a background task writes batches through
+``asyncio.to_thread``, so the audio path never waits for the disk. A write error (full disk) is logged once and the
+call goes on unrecorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+from pydantic import ValidationError
+
+from callbot.config import Settings
+
+log = logging.getLogger(__name__)
+
+FORMAT = "callbot-recording"
+VERSION = 1
+ACS_IN, ACS_OUT, VL_OUT, VL_IN, META = "acs_in", "acs_out", "vl_out", "vl_in", "meta"
+DIRECTIONS = frozenset({ACS_IN, ACS_OUT, VL_OUT, VL_IN, META})
+FLUSH_INTERVAL_S = 0.25
+FLUSH_BYTES = 256 * 1024
+MAX_BUFFER_BYTES = 64 * 1024 * 1024  # the disk is stalled beyond this: stop recording rather than eat memory
+REDACTED = "<redacted>"
+SECRET_KEYS = frozenset({  # compared lower-cased without "_" and "-"
+    "incomingcallcontext", "authorization", "token", "accesstoken", "secret", "accesskey", "apikey", "password",
+    "signature", "sig", "connectionstring", "signingkey", "webhooksecret",
+})
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:token|secret|sig|signature|code|access_token|api-key|api_key)=)[^&#\s\"']*")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def redact(value: Any) -> Any:
+    """A copy of `value` with secret-named keys and secret URL query values replaced by ``<redacted>``."""
+    if isinstance(value, dict):
+        return {k: REDACTED if v and isinstance(k, str) and _key(k) in SECRET_KEYS else redact(v)
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    if isinstance(value, str) and "=" in value:
+        return _SECRET_QUERY.sub(r"\1" + REDACTED, value)
+    return value
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def header_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as recorded: `public_dict()` plus the instructions actually applied (file read once)."""
+    values = settings.public_dict()
+    if settings.callbot_instructions_file is not None:
+        try:
+            values["callbot_instructions"] = settings.instructions()
+        except OSError as exc:
+            log.warning("recording: instructions file unreadable (%s)", exc.strerror or type(exc).__name__)
+    return values
+
+
+class CallRecorder:
+    """Implements the bridge's `WireTap` plus the call-control events. Create with `open`, end with `close`."""
+
+    def __init__(self, fh: BinaryIO, path: Path, call_id: str, header: dict[str, Any],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self.call_id = call_id
+        self._fh: BinaryIO | None = fh
+        self._clock = clock
+        self._t0 = clock()
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._failed = self._closing = self._closed = False
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._file_lock = threading.Lock()
+        self.lines = self.dropped = 0
+        self._append(orjson.dumps({"format": FORMAT, "version": VERSION, "call_id": call_id, **header}))
+
+    @classmethod
+    def open(cls, directory: Path, call_id: str, settings: Settings, *,
+             clock: Callable[[], float] = time.monotonic) -> CallRecorder | None:
+        """Create ``<directory>/<UTC time>-<call id>.jsonl`` (mode 0600); None, with one error log, if impossible."""
+        started = datetime.now(UTC)
+        name = f"{started:%Y%m%dT%H%M%S}Z-{_SAFE_NAME.sub('_', call_id)[:80]}.jsonl"
+        path = Path(directory) / name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fh = os.fdopen(fd, "wb")
+        except OSError as exc:
+            log.error("call %s: not recorded: cannot create a file in %s (%s)", call_id, directory,
+                      exc.strerror or type(exc).__name__)
+            return None
+        header = {"started_at": started.isoformat(timespec="milliseconds"), "settings": header_settings(settings)}
+        return cls(fh, path, call_id, header, clock)
+
+    # -- the wire tap (synchronous: serialise and buffer, never I/O) ---------------------------------------------
+
+    def acs_in(self, raw: str | bytes) -> None:
+        self._media(ACS_IN, raw)
+
+    def acs_out(self, text: str) -> None:
+        self._media(ACS_OUT, text)
+
+    def vl_out(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "session.update":  # only `session_opened` sends it: a connection just opened
+            self.marker("voicelive_open")
+        self._put(VL_OUT, str(event.get("type")), {"event": event})
+
+    def vl_in(self, event: dict[str, Any]) -> None:
+        self._put(VL_IN, str(event.get("type")), {"event": event})
+
+    # -- bridge decisions that are not messages (call right before the matching `BridgeCore` call) ----------------
+
+    def voicelive_closed(self, unsent_audio: list[str] | None = None) -> None:
+        """The Voice Live connection ended or failed to open: the bridge calls `session_lost(now, unsent_audio)`."""
+        self.marker("voicelive_closed", unsent=list(unsent_audio or []))
+
+    def end_call(self, reason: str, local_audio: bytes = b"") -> None:
+        """The bridge ends the call on purpose: `end_call(now, reason, local_audio=...)`."""
+        self.marker("end_call", reason=reason,
+                    local_audio=binascii.b2a_base64(local_audio, newline=False).decode("ascii"))
+
+    # -- call control ------------------------------------------------------------------------------------------
+
+    def incoming_call(self, event: dict[str, Any]) -> None:
+        self._put(ACS_IN, "incoming_call", {"event": redact(event)})
+
+    def callback(self, events: list[Any] | dict[str, Any]) -> None:
+        self._put(ACS_IN, "callback", {"events": redact(events if isinstance(events, list) else [events])})
+
+    def rest(self, operation: str, detail: dict[str, Any]) -> None:
+        self._put(ACS_OUT, "rest", {"op": operation, "detail": redact(detail)})
+
+    def marker(self, name: str, **detail: Any) -> None:
+        self._put(META, name, detail)
+
+    # -- buffering ---------------------------------------------------------------------------------------------
+
+    def _media(self, direction: str, raw: str | bytes) -> None:
+        if isinstance(raw, str):
+            self._put(direction, _media_kind(raw), {"text": raw})
+        else:
+            self._put(direction, "binary", {"bytes": binascii.b2a_base64(raw, newline=False).decode("ascii")})
+
+    def _put(self, direction: str, kind: str, payload: dict[str, Any]) -> None:
+        if self._failed or self._closed:
+            return
+        t = round((self._clock() - self._t0) * 1000, 3)
+        try:
+            line = orjson.dumps({"t": t, "dir": direction, "kind": kind, **payload})
+        except TypeError:
+            self.dropped += 1
+            log.warning("call %s: a %s %s message could not be recorded", self.call_id, direction, kind)
+            return
+        self._append(line)
+
+    def _append(self, line: bytes) -> None:
+        if self._buffered > MAX_BUFFER_BYTES:
+            self._fail("the disk does not keep up")
+            return
+        self._buffer.append(line)
+        self._buffered += len(line) + 1
+        self.lines += 1
+        self._ensure_writer()
+        if self._wake is not None and self._buffered >= FLUSH_BYTES:
+            self._wake.set()
+
+    def _ensure_writer(self) -> None:
+        if self._writer is not None or self._closing:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop yet: `close` writes everything
+        self._wake = asyncio.Event()
+        self._writer = loop.create_task(self._write_loop(), name=f"recorder-{self.call_id[:12]}")
+
+    def _take(self) -> bytes:
+        if not self._buffer:
+            return b""
+        data = b"\n".join(self._buffer) + b"\n"
+        self._buffer.clear()
+        self._buffered = 0
+        return data
+
+    def _fail(self, reason: str) -> None:
+        if not self._failed:
+            self._failed = True
+            log.error("call %s: recording stopped (%s); the call goes on", self.call_id, reason)
+        self._buffer.clear()
+        self._buffered = 0
+
+    # -- writing (off the event loop) --------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        assert self._wake is not None
+        while not self._closing and not self._failed:
+            try:
+                await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_S)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            data = self._take()
+            if data and not self._failed:
+                await asyncio.to_thread(self._write, data, False)
+        await asyncio.to_thread(self._write, self._take(), True)
+
+    def _write(self, data: bytes, close: bool) -> None:
+        """Runs in a worker thread."""
+        with self._file_lock:
+            fh = self._fh
+            if fh is None:
+                return
+            try:
+                if data and not self._failed:
+                    fh.write(data)
+                    fh.flush()
+            except OSError as exc:
+                self._failed = True
+                log.error("call %s: recording stopped: writing %s failed (%s); the call goes on", self.call_id,
+                          self.path.name, exc.strerror or type(exc).__name__)
+            if close or self._failed:
+                self._fh = None
+                try:
+                    fh.close()
+                except OSError:
+                    pass
+
+    async def close(self, reason: str = "") -> None:
+        """Write what is buffered plus an ``end`` marker and close the file. Safe to call twice or when cancelled
+        (the final write completes in its thread)."""
+        if self._closed:
+            return
+        self.marker("end", reason=reason)
+        self._closed = True
+        self._closing = True
+        writer = self._writer
+        if writer is not None and not writer.done():
+            assert self._wake is not None
+            self._wake.set()
+            await asyncio.wait({writer})  # our cancellation does not cancel the writer: it still closes the file
+        if self._fh is not None:  # no writer ran, or it was cancelled (loop shutdown) before closing the file
+            await asyncio.shield(asyncio.to_thread(self._write, self._take(), True))
+        if self._failed:
+            log.warning("call %s: recording %s is incomplete", self.call_id, self.path)
+        else:
+            log.info("call %s: recording written to %s (%d lines)", self.call_id, self.path, self.lines)
+
+
+def _media_kind(text: str) -> str:
+    """`AudioData`, `StopAudio`, ... read from the message's start without parsing it (cheap on the hot path)."""
+    for prefix in ('{"kind":"', '{"Kind":"'):
+        if text.startswith(prefix):
+            end = text.find('"', len(prefix))
+            if 0 < end - len(prefix) <= 32:
+                return text[len(prefix):end]
+    return "media"
+
+
+# -- reading ---------------------------------------------------------------------------------------------------
+
+class RecordingError(ValueError):
+    """The file is not a callbot recording this version can read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One message line: `t` in ms, `dir`, `kind` and the whole line as `data`."""
+
+    t: float
+    dir: str
+    kind: str
+    data: dict[str, Any]
+
+    @property
+    def event(self) -> dict[str, Any]:
+        event = self.data.get("event")
+        return event if isinstance(event, dict) else {}
+
+    def media(self) -> str | bytes | None:
+        """The raw media message of an ACS media line (None for other lines)."""
+        if self.dir not in (ACS_IN, ACS_OUT):
+            return None
+        text = self.data.get("text")
+        if isinstance(text, str):
+            return text
+        raw = self.data.get("bytes")
+        if isinstance(raw, str):
+            return binascii.a2b_base64(raw)
+        return None
+
+
+@dataclass
+class Recording:
+    header: dict[str, Any]
+    records: list[Record] = field(default_factory=list)
+    path: Path | None = None
+    truncated: bool = False  # the last line was cut short (the process died mid-write)
+
+    @property
+    def call_id(self) -> str:
+        return str(self.header.get("call_id", ""))
+
+    @property
+    def sample_rate(self) -> int:
+        fmt = self.header.get("settings", {}).get("callbot_media_format", "pcm24k")
+        return 16000 if fmt == "pcm16k" else 24000
+
+    @property
+    def duration_ms(self) -> float:
+        return max((r.t for r in self.records), default=0.0)
+
+    def settings(self) -> Settings:
+        """The recorded settings as a `Settings` (secrets unset; instructions as recorded; no environment)."""
+        values = {k: v for k, v in self.header.get("settings", {}).items() if k in Settings.model_fields}
+        for name, value in list(values.items()):
+            if value == "<set>":
+                values[name] = None
+        values["callbot_instructions_file"] = None
+        values["callbot_recordings_dir"] = None
+        try:
+            return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        except ValidationError as exc:
+            raise RecordingError(f"the recorded settings are not valid now: {exc.error_count()} problem(s), "
+                                 f"first: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+
+
+def parse_recording(lines: Iterable[bytes], path: Path | None = None) -> Recording:
+    """Parse recording lines; a cut-short last line (the call died mid-write) is skipped and flagged."""
+    recording: Recording | None = None
+    pending_error: str | None = None
+    name = path.name if path is not None else "recording"
+    for number, line in enumerate(lines, start=1):
+        if pending_error is not None:  # a bad line that is not the last one
+            raise RecordingError(pending_error)
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pending_error = f"{name}:{number}: not JSON"
+            continue
+        if recording is None:
+            if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+                raise RecordingError(f"{name}: not a callbot recording (no {FORMAT!r} header)")
+            if obj.get("version") != VERSION:
+                raise RecordingError(f"{name}: recording format version {obj.get('version')!r}, expected {VERSION}")
+            recording = Recording(header=obj, path=path)
+            continue
+        if not isinstance(obj, dict) or not isinstance(obj.get("t"), int | float) or obj.get("dir") not in DIRECTIONS:
+            raise RecordingError(f"{name}:{number}: not a recording line (needs t, dir)")
+        recording.records.append(Record(float(obj["t"]), obj["dir"], str(obj.get("kind", "")), obj))
+    if recording is None:
+        raise RecordingError(f"{name}: empty file")
+    recording.truncated = pending_error is not None
+    return recording
+
+
+def load_recording(path: str | Path) -> Recording:
+    """Read a recording file (blocking: from async code, use `asyncio.to_thread(load_recording, path)`)."""
+    path = Path(path)
+    with path.open("rb") as fh:
+        return parse_recording(fh, path)

@@ -1,0 +1,398 @@
+"""Replaying a recorded call against the current bridge core, comparing, and listening to it as a WAV.
+
+`replay` feeds the recorded inbound messages (ACS media, Voice Live server events) and the bridge's recorded
+decisions (`voicelive_open` -> `session_opened`, `voicelive_closed` -> `session_lost`, `end_call`) into a fresh
+`BridgeCore` at their recorded times on a virtual clock, ticking the playout at every deadline in between, up to the
+end of the recorded wire traffic; actions become the wire messages the runner sends. `compare` checks them against
+the recorded ones per channel (callbot -> ACS, callbot -> Voice Live): the sequence of kinds (runs of audio frames and
+of caller audio collapsed), frames per run (within `frame_tolerance`: live ticks run a little after their deadline),
+caller audio byte for byte, every other message field for field (`audio_end_ms` within one frame), `event_id` ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import binascii
+import sys
+import wave
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from callbot.acs import media
+from callbot.bridge.core import FRAME_MS, AcsAudio, AcsStop, Action, BridgeCore, CoreConfig, HangUp, VlSend
+from callbot.recording import ACS_IN, ACS_OUT, META, VL_IN, VL_OUT, Record, Recording, RecordingError, load_recording
+
+CoreFactory = Callable[[CoreConfig], BridgeCore]
+COLLAPSED = frozenset({"AudioData", "input_audio_buffer.append"})
+MINTED_IDS = ("event_id",)
+CHANNELS = ((ACS_OUT, "callbot -> ACS"), (VL_OUT, "callbot -> Voice Live"))
+MAX_IDLE_TICKS = 3
+CALL_CONTROL = frozenset({"incoming_call", "callback", "rest"})
+DECISIONS = frozenset({"voicelive_open", "voicelive_closed", "end_call"})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One outbound wire message: `t` in ms on the recording's clock, `channel` acs_out | vl_out, parsed `body`."""
+
+    t: float
+    channel: str
+    body: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.body.get("kind") or self.body.get("Kind") or self.body.get("type") or "?")
+
+
+@dataclass
+class ReplayResult:
+    messages: list[Message]
+    core: BridgeCore
+    hang_up: tuple[float, str] | None = None  # (ms, reason) when the core hung up
+    inputs: int = 0
+
+
+def normalise(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k not in MINTED_IDS}  # ids minted per run
+
+
+def recorded_messages(recording: Recording) -> list[Message]:
+    """The outbound wire messages of the recording (REST calls excluded), normalised."""
+    out: list[Message] = []
+    for r in recording.records:
+        if r.dir == ACS_OUT and r.kind not in CALL_CONTROL:
+            raw = r.media()
+            if raw is not None:
+                out.append(Message(r.t, ACS_OUT, _parse_media(raw)))
+        elif r.dir == VL_OUT:
+            out.append(Message(r.t, VL_OUT, normalise(r.event)))
+    return out
+
+
+def _parse_media(raw: str | bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {"kind": "?"}
+    return body if isinstance(body, dict) else {"kind": "?"}
+
+
+def _on_bridge_wire(r: Record) -> bool:  # a media socket or Voice Live message: not call control, not a marker
+    return r.dir in (VL_IN, VL_OUT) or (r.dir in (ACS_IN, ACS_OUT) and r.kind not in CALL_CONTROL)
+
+
+def _is_input(r: Record) -> bool:
+    return r.kind in DECISIONS if r.dir == META else r.dir in (VL_IN, ACS_IN) and _on_bridge_wire(r)
+
+
+class _Replayer:
+    def __init__(self, core: BridgeCore) -> None:
+        self.core, self.now = core, 0.0
+        self.result = ReplayResult([], core)
+
+    def emit(self, actions: list[Action]) -> None:
+        t = round(self.now * 1000, 3)
+        for action in actions:
+            if isinstance(action, AcsAudio):
+                if action.epoch == self.core.epoch:  # the runner drops frames of an interrupted epoch
+                    self.result.messages.append(Message(t, ACS_OUT, orjson.loads(media.encode_audio_bytes(action.pcm))))
+            elif isinstance(action, AcsStop):
+                self.result.messages.append(Message(t, ACS_OUT, orjson.loads(media.STOP_AUDIO)))
+            elif isinstance(action, VlSend):
+                self.result.messages.append(Message(t, VL_OUT, normalise(orjson.loads(orjson.dumps(action.event)))))
+            elif isinstance(action, HangUp) and self.result.hang_up is None:
+                self.result.hang_up = (t, action.reason)
+
+    def run_until(self, until: float, *, inclusive: bool) -> None:
+        """Tick at every playout deadline before `until` (or at it, when inclusive)."""
+        idle = 0
+        while not self.core.ended:
+            deadline = self.core.next_deadline()
+            if deadline is None or deadline > until or (deadline == until and not inclusive):
+                return
+            self.now = max(self.now, deadline)
+            actions = self.core.tick(self.now)
+            self.emit(actions)
+            idle = 0 if actions or self.core.next_deadline() != deadline else idle + 1
+            if idle >= MAX_IDLE_TICKS:  # a deadline that tick does not move: nothing more will happen
+                return
+
+    def feed(self, r: Record) -> None:
+        now, core, data = self.now, self.core, r.data
+        if r.dir == META and r.kind == "voicelive_open":
+            self.emit(core.session_opened(now))
+        elif r.dir == META and r.kind == "voicelive_closed":
+            unsent = data.get("unsent")
+            self.emit(core.session_lost(now, [a for a in unsent if isinstance(a, str)] if isinstance(unsent, list)
+                                        else []))
+        elif r.dir == META:  # end_call
+            audio = data.get("local_audio")
+            local = binascii.a2b_base64(audio) if isinstance(audio, str) else b""
+            self.emit(core.end_call(now, str(data.get("reason", "")), local_audio=local))
+        elif r.dir == VL_IN:
+            self.emit(core.server_event(now, orjson.loads(orjson.dumps(r.event))))
+        else:
+            raw = r.media()
+            if raw is not None:
+                self.emit(core.acs_message(now, raw))
+
+
+def replay(recording: Recording, *, core_factory: CoreFactory = BridgeCore) -> ReplayResult:
+    """Run the recording's inbound messages through a new core; returns what it sent (see the module doc)."""
+    core = core_factory(CoreConfig.from_settings(recording.call_id or "replay", recording.settings()))
+    inputs = sorted((r for r in recording.records if _is_input(r)), key=lambda r: r.t)
+    horizon = max((r.t for r in recording.records if _on_bridge_wire(r)), default=0.0) / 1000  # the bridge's end
+    run = _Replayer(core)
+    run.now = inputs[0].t / 1000 if inputs else 0.0
+    core.start(run.now)
+    for r in inputs:
+        run.run_until(r.t / 1000, inclusive=False)
+        if core.ended:
+            break
+        run.now = max(run.now, r.t / 1000)
+        run.feed(r)
+        run.result.inputs += 1
+    run.run_until(max(horizon, run.now), inclusive=True)
+    return run.result
+
+
+# -- comparing -------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Group:
+    kind: str
+    messages: list[Message] = field(default_factory=list)
+
+    def describe(self) -> str:
+        first = self.messages[0]
+        if self.kind in COLLAPSED:
+            return f"{self.kind} x{len(self.messages)} from {first.t:.1f} ms"
+        return f"{compact(first.body)} at {first.t:.1f} ms"
+
+
+def _groups(messages: Sequence[Message]) -> list[_Group]:
+    groups: list[_Group] = []
+    for m in messages:
+        if not groups or m.kind not in COLLAPSED or groups[-1].kind != m.kind:
+            groups.append(_Group(m.kind))
+        groups[-1].messages.append(m)
+    return groups
+
+
+def compact(body: Any, limit: int = 60) -> str:
+    """JSON with base64 audio shown as `<N bytes>` and long strings cut."""
+    def shrink(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: shrink(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [shrink(v) for v in value]
+        if isinstance(value, str) and key in ("data", "audio", "delta") and len(value) > 16:
+            return f"<{len(value) * 3 // 4 - value.count('=')} bytes>"
+        if isinstance(value, str) and len(value) > limit:
+            return value[:limit] + "..."
+        return value
+    return orjson.dumps(shrink(body)).decode()
+
+
+def _same(a: dict[str, Any], b: dict[str, Any], end_tolerance_ms: float) -> bool:
+    ea, eb = a.get("audio_end_ms"), b.get("audio_end_ms")
+    if isinstance(ea, int | float) and isinstance(eb, int | float):
+        if abs(ea - eb) > end_tolerance_ms:
+            return False
+        a, b = {**a, "audio_end_ms": 0}, {**b, "audio_end_ms": 0}
+    return a == b
+
+
+def _first_difference(rec: list[_Group], rep: list[_Group], frame_tolerance: int,
+                      end_tolerance_ms: float) -> tuple[int, str] | None:
+    for i in range(max(len(rec), len(rep))):
+        a = rec[i] if i < len(rec) else None
+        b = rep[i] if i < len(rep) else None
+        if a is None or b is None or a.kind != b.kind:
+            return i, (f"first difference at #{i + 1}: recorded {a.describe() if a else '<nothing>'}; "
+                       f"replayed {b.describe() if b else '<nothing>'}")
+        na, nb = len(a.messages), len(b.messages)
+        if a.kind == "AudioData" and abs(na - nb) > frame_tolerance:
+            return i, f"#{i + 1}: {na} audio frames recorded, {nb} replayed (from {a.messages[0].t:.1f} ms)"
+        if a.kind == "input_audio_buffer.append":
+            for j in range(max(na, nb)):
+                if j >= na or j >= nb or a.messages[j].body != b.messages[j].body:
+                    return i, (f"#{i + 1}: caller audio differs at append {j + 1} "
+                               f"({na} recorded, {nb} replayed, from {a.messages[0].t:.1f} ms)")
+        elif a.kind != "AudioData" and not _same(a.messages[0].body, b.messages[0].body, end_tolerance_ms):
+            return i, (f"first difference at #{i + 1}: recorded {a.describe()}; replayed {b.describe()}")
+    return None
+
+
+def _kinds(groups: list[_Group], around: int, width: int = 6) -> str:
+    lo, hi = max(0, around - width), min(len(groups), around + width + 1)
+    names = [g.kind + (f" x{len(g.messages)}" if g.kind in COLLAPSED else "") for g in groups[lo:hi]]
+    return ("... " if lo else "") + ", ".join(names) + (" ..." if hi < len(groups) else "") if names else "<nothing>"
+
+
+def compare(recorded: Sequence[Message], replayed: Sequence[Message], *, frame_tolerance: int = 1,
+            end_tolerance_ms: float = FRAME_MS) -> list[str]:
+    """Readable difference lines; empty when the replay matches the recording."""
+    lines: list[str] = []
+    for channel, title in CHANNELS:
+        rec = _groups([m for m in recorded if m.channel == channel])
+        rep = _groups([m for m in replayed if m.channel == channel])
+        found = _first_difference(rec, rep, frame_tolerance, end_tolerance_ms)
+        if found is not None:
+            i, what = found
+            lines += [f"{title}:", f"  recorded: {_kinds(rec, i)}", f"  replayed: {_kinds(rep, i)}", f"  {what}"]
+    return lines
+
+
+@dataclass
+class ReplayReport:
+    recording: Recording
+    result: ReplayResult
+    recorded: list[Message]
+    differences: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+    def text(self) -> str:
+        def counts(messages: Sequence[Message]) -> str:
+            acs = [m.kind for m in messages if m.channel == ACS_OUT]
+            vl = [m.kind for m in messages if m.channel == VL_OUT]
+            return (f"{acs.count('AudioData')} audio frames, {acs.count('StopAudio')} StopAudio to ACS; "
+                    f"{len(vl)} events to Voice Live")
+        rec = self.recording
+        lines = [f"replayed {rec.path.name if rec.path else rec.call_id}: {self.result.inputs} inbound messages over "
+                 f"{rec.duration_ms / 1000:.2f} s",
+                 f"  recorded: {counts(self.recorded)}", f"  replayed: {counts(self.result.messages)}"]
+        if rec.truncated:
+            lines.append("  note: the recording's last line was cut short (the call died mid-write)")
+        lines += self.differences or ["no differences"]
+        return "\n".join(lines) + "\n"
+
+
+def check_recording(recording: Recording, *, core_factory: CoreFactory = BridgeCore, frame_tolerance: int = 1,
+                    end_tolerance_ms: float = FRAME_MS) -> ReplayReport:
+    result, recorded = replay(recording, core_factory=core_factory), recorded_messages(recording)
+    return ReplayReport(recording, result, recorded, compare(recorded, result.messages, frame_tolerance=frame_tolerance,
+                                                             end_tolerance_ms=end_tolerance_ms))
+
+
+# -- listening -------------------------------------------------------------------------------------------------
+
+@dataclass
+class WavSummary:
+    path: Path
+    sample_rate: int
+    seconds: float
+    caller_frames: int
+    bot_frames: int
+    cuts: int  # StopAudio messages that cut the bot channel
+
+
+def _place(events: Sequence[tuple[float, bytes | None]], rate: int) -> list[tuple[int, bytes]]:
+    """Frames back to back from their send time, a gap where sending paused; `None` (StopAudio) cuts what is
+    scheduled after its time."""
+    segments: list[tuple[int, bytes]] = []
+    cursor, slack = 0, rate * FRAME_MS // 1000
+    for t_ms, pcm in events:
+        pos = round(t_ms * rate / 1000)
+        if pcm is None:
+            segments = [(s, p[: 2 * (pos - s)] if s + len(p) // 2 > pos else p) for s, p in segments if s < pos]
+            cursor = min(cursor, pos)
+            continue
+        start = pos if pos > cursor + slack or not segments else cursor
+        segments.append((start, pcm))
+        cursor = start + len(pcm) // 2
+    return segments
+
+
+def _caller_audio(r: Record) -> media.MediaMessage | None:
+    raw = r.media() if r.dir == ACS_IN else None
+    try:
+        return media.parse_media_message(raw) if raw is not None else None
+    except media.MediaParseError:
+        return None
+
+
+def render(recording: Recording, bot: Sequence[Message] | None = None) -> tuple[np.ndarray[Any, Any], int, int, int]:
+    """(samples x 2 int16: caller left, bot right), caller frames, bot frames, cuts. `bot` defaults to the recorded
+    outbound messages (pass a replay's messages to hear the current code)."""
+    caller: list[tuple[float, bytes | None]] = [
+        (r.t, a.data) for r in recording.records if isinstance(a := _caller_audio(r), media.AudioData)]
+    sent: list[tuple[float, bytes | None]] = [
+        (m.t, None if m.kind == "StopAudio" else binascii.a2b_base64(str(m.body["audioData"]["data"])))
+        for m in (recorded_messages(recording) if bot is None else bot)
+        if m.channel == ACS_OUT and m.kind in ("StopAudio", "AudioData")]
+    rate = recording.sample_rate
+    channels = (_place(caller, rate), _place(sent, rate))
+    total = max((s + len(p) // 2 for segs in channels for s, p in segs), default=0)
+    out = np.zeros((total, 2), dtype="<i2")
+    for index, segments in enumerate(channels):
+        for start, pcm in segments:
+            samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
+            out[start:start + len(samples), index] = samples
+    return out, len(caller), sum(1 for _, p in sent if p is not None), sum(1 for _, p in sent if p is None)
+
+
+def export_wav(recording: Recording, out: str | Path, *, bot: Sequence[Message] | None = None) -> WavSummary:
+    """Write what the caller heard as a two-channel 16-bit WAV (caller left, bot right). Blocking file I/O."""
+    samples, caller_frames, bot_frames, cuts = render(recording, bot)
+    path = Path(out)
+    with wave.open(str(path), "wb") as wav:
+        wav.setparams((2, 2, recording.sample_rate, 0, "NONE", "not compressed"))
+        wav.writeframes(samples.tobytes())
+    rate = recording.sample_rate
+    return WavSummary(path, rate, len(samples) / rate, caller_frames, bot_frames, cuts)
+
+
+# -- command line ----------------------------------------------------------------------------------------------
+
+def _wav_line(summary: WavSummary) -> str:
+    return (f"wrote {summary.path}: {summary.seconds:.2f} s at {summary.sample_rate} Hz, caller left "
+            f"({summary.caller_frames} frames), bot right ({summary.bot_frames} frames, {summary.cuts} cut(s))\n")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from callbot.cli import setup_logging
+
+    setup_logging("INFO" if args.verbose else "WARNING")
+    try:
+        recording = load_recording(args.file)
+        report = check_recording(recording, frame_tolerance=args.frame_tolerance)
+    except (OSError, RecordingError) as exc:
+        sys.stderr.write(f"callbot: cannot replay {args.file}: {exc}\n")
+        return 2
+    sys.stdout.write(report.text())
+    if args.wav is not None:
+        sys.stdout.write(_wav_line(export_wav(recording, args.wav, bot=report.result.messages)))
+    return 0 if report.ok else 1
+
+
+def cmd_export_wav(args: argparse.Namespace) -> int:
+    try:
+        recording = load_recording(args.file)
+    except (OSError, RecordingError) as exc:
+        sys.stderr.write(f"callbot: cannot read {args.file}: {exc}\n")
+        return 2
+    sys.stdout.write(_wav_line(export_wav(recording, args.out)))
+    return 0
+
+
+def register_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rp = sub.add_parser("replay", help="replay a recorded call against the current code and report differences")
+    rp.add_argument("file", type=Path, help="a recording (.jsonl) written with CALLBOT_RECORDINGS_DIR")
+    rp.add_argument("--wav", type=Path, help="also write the replayed call as a two-channel WAV")
+    rp.add_argument("--frame-tolerance", type=int, default=1,
+                    help="audio frames a run may differ by (live ticks run a little late; default 1)")
+    rp.add_argument("-v", "--verbose", action="store_true", help="show the bridge's log while replaying")
+    rp.set_defaults(func=cmd_replay)
+    ex = sub.add_parser("export-wav", help="write a recorded call as a WAV: caller left, bot right, as heard")
+    ex.add_argument("file", type=Path)
+    ex.add_argument("out", type=Path)
+    ex.set_defaults(func=cmd_export_wav)

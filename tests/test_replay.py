@@ -1,0 +1,207 @@
+"""Replaying recorded calls against the current bridge core, proving a replay can fail, and the WAV export."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from callbot.bridge.core import Action, BridgeCore, VlSend
+from callbot.cli import main
+from callbot.local.phone import PhoneNetwork
+from callbot.local.voicelive_protocol import tone
+from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.recording import load_recording
+from callbot.replay import check_recording, recorded_messages, replay
+from tests.harness import SIGNING_KEY, VOICELIVE_KEY, WEBHOOK_SECRET, run_callbot
+from tests.recordings import make_recordings
+
+RECORDINGS = Path(__file__).parent / "recordings"
+NAMES = ["qa", "barge_in", "hangup_mid_answer", "voicelive_error"]
+
+
+def kinds(path: Path, channel: str) -> list[str]:
+    return [m.kind for m in recorded_messages(load_recording(path)) if m.channel == channel]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_recorded_call_replays_without_differences(name: str) -> None:
+    report = check_recording(load_recording(RECORDINGS / f"{name}.jsonl"))
+    assert report.ok, report.text()
+    assert report.result.inputs > 50
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_recording_files_stay_small(name: str) -> None:
+    assert (RECORDINGS / f"{name}.jsonl").stat().st_size < 300 * 1024
+
+
+def test_the_recordings_contain_what_they_are_named_after() -> None:
+    qa, barge = RECORDINGS / "qa.jsonl", RECORDINGS / "barge_in.jsonl"
+    assert kinds(qa, "acs_out") == ["AudioData"] * 50  # a 1 s answer played to its end
+    assert "StopAudio" in kinds(barge, "acs_out")
+    assert {"response.cancel", "conversation.item.truncate"} <= set(kinds(barge, "vl_out"))
+    hang_up = load_recording(RECORDINGS / "hangup_mid_answer.jsonl")
+    assert hang_up.records[-1].data["reason"] == "caller_hung_up"
+    assert 10 < kinds(RECORDINGS / "hangup_mid_answer.jsonl", "acs_out").count("AudioData") < 75 * 0.8
+    error = load_recording(RECORDINGS / "voicelive_error.jsonl")
+    seen = [(r.dir, r.kind) for r in error.records]
+    assert ("vl_in", "error") in seen
+    assert seen.count(("meta", "voicelive_open")) == 2 and ("meta", "voicelive_closed") in seen
+    assert kinds(RECORDINGS / "voicelive_error.jsonl", "vl_out").count("conversation.item.create") == 2
+
+
+class NoTruncateCore(BridgeCore):
+    """A deliberately broken barge-in: StopAudio and cancel, but the model is never told what was heard."""
+
+    def server_event(self, now: float, ev: dict[str, Any]) -> list[Action]:
+        actions = super().server_event(now, ev)
+        return [a for a in actions if not (isinstance(a, VlSend) and a.event["type"] == "conversation.item.truncate")]
+
+
+class NoBargeInCore(BridgeCore):
+    """A deliberately broken barge-in: the bot keeps talking over the caller."""
+
+    def server_event(self, now: float, ev: dict[str, Any]) -> list[Action]:
+        if ev.get("type") == "input_audio_buffer.speech_started":
+            return []
+        return super().server_event(now, ev)
+
+
+def test_a_barge_in_without_truncate_fails_the_replay() -> None:
+    report = check_recording(load_recording(RECORDINGS / "barge_in.jsonl"), core_factory=NoTruncateCore)
+    assert not report.ok
+    text = "\n".join(report.differences)
+    assert "callbot -> Voice Live" in text and "conversation.item.truncate" in text
+    assert "callbot -> ACS" not in text  # the ACS side of the barge-in is unchanged
+
+
+def test_a_bot_that_talks_over_the_caller_fails_the_replay() -> None:
+    report = check_recording(load_recording(RECORDINGS / "barge_in.jsonl"), core_factory=NoBargeInCore)
+    text = "\n".join(report.differences)
+    assert "callbot -> ACS" in text and "StopAudio" in text
+    assert "response.cancel" in text
+
+
+def test_call_control_after_the_media_ended_does_not_extend_the_replay(tmp_path: Path) -> None:
+    """ACS posts CallDisconnected after the caller's media socket closed; callbot then hangs up over REST."""
+    source = (RECORDINGS / "hangup_mid_answer.jsonl").read_bytes().rstrip(b"\n").split(b"\n")
+    end = orjson.loads(source[-1])["t"]
+    late = [{"t": end + 400, "dir": "acs_in", "kind": "callback",
+             "events": [{"type": "Microsoft.Communication.CallDisconnected", "data": {}}]},
+            {"t": end + 450, "dir": "acs_out", "kind": "rest", "op": "hang_up", "detail": {"reason": "x"}}]
+    path = tmp_path / "with_call_control.jsonl"
+    path.write_bytes(b"\n".join([*source, *map(orjson.dumps, late)]) + b"\n")
+    report = check_recording(load_recording(path), frame_tolerance=0)
+    assert report.ok, report.text()  # the unplayed rest of the answer stays unplayed
+
+
+def test_replay_emits_the_wire_messages_the_runner_sends() -> None:
+    result = replay(load_recording(RECORDINGS / "barge_in.jsonl"))
+    first = result.messages[0]
+    assert (first.channel, first.kind) == ("vl_out", "session.update")
+    assert first.body["session"]["input_audio_sampling_rate"] == 16000
+    audio = [m for m in result.messages if m.kind == "AudioData"]
+    assert all(set(m.body) == {"kind", "audioData"} and len(m.body["audioData"]["data"]) == 856 for m in audio)
+    truncate = next(m for m in result.messages if m.kind == "conversation.item.truncate")
+    stop = next(m for m in result.messages if m.kind == "StopAudio")
+    assert stop.t == truncate.t  # the same barge-in, on the virtual clock
+    assert 400 <= truncate.body["audio_end_ms"] <= 700
+    assert result.hang_up is None  # the caller hung up, not the bot
+
+
+def test_the_cli_exits_non_zero_and_prints_a_readable_diff_on_a_difference(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(RECORDINGS / "barge_in.jsonl")]) == 0
+    assert "no differences" in capsys.readouterr().out
+    changed = []
+    for line in (RECORDINGS / "barge_in.jsonl").read_bytes().splitlines():
+        record = orjson.loads(line)
+        if record.get("kind") == "conversation.item.truncate":  # as if callbot had once truncated elsewhere
+            record["event"]["audio_end_ms"] += 200
+        changed.append(orjson.dumps(record))
+    edited = tmp_path / "edited.jsonl"
+    edited.write_bytes(b"\n".join(changed) + b"\n")
+    assert main(["replay", str(edited)]) == 1
+    out = capsys.readouterr().out
+    assert "callbot -> Voice Live:" in out and "audio_end_ms" in out and "<nothing>" not in out
+    assert max(len(line) for line in out.splitlines()) < 400, "audio is shown as <N bytes>, not base64"
+    (tmp_path / "junk.jsonl").write_text("hello\n")
+    assert main(["replay", str(tmp_path / "junk.jsonl")]) == 2
+    assert main(["replay", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def read_wav(path: Path) -> tuple[int, np.ndarray[Any, Any]]:
+    with wave.open(str(path), "rb") as wav:
+        assert (wav.getnchannels(), wav.getsampwidth()) == (2, 2)
+        return wav.getframerate(), np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, 2)
+
+
+def test_export_wav_puts_the_caller_left_and_the_bot_right_cut_at_stop_audio(tmp_path: Path) -> None:
+    path = RECORDINGS / "barge_in.jsonl"
+    assert main(["export-wav", str(path), str(tmp_path / "call.wav")]) == 0
+    rate, samples = read_wav(tmp_path / "call.wav")
+    assert rate == 16000
+    recording = load_recording(path)
+    assert abs(len(samples) / rate - recording.duration_ms / 1000) < 0.3
+    caller, bot = samples[:, 0], samples[:, 1]
+    assert bot.any() and caller.any()
+    stop_ms = next(m.t for m in recorded_messages(recording) if m.kind == "StopAudio")
+    at = round(stop_ms * rate / 1000)
+    assert np.abs(bot[at - rate // 10:at]).max() > 1000, "the answer was playing until StopAudio"
+    assert not bot[at:at + rate // 4].any(), "nothing of the interrupted answer after StopAudio"
+    first_caller = next(r.t for r in recording.records if r.dir == "acs_in" and r.kind == "AudioData")
+    start = int(first_caller * rate / 1000)
+    assert np.array_equal(caller[start:start + 320].tobytes(), tone(20, "pcm16_16000hz", frequency=220.0))
+    assert not bot[start:start + 320].any(), "the bot is silent while the caller asks"
+
+
+def test_replay_wav_writes_what_the_current_code_would_play(tmp_path: Path) -> None:
+    assert main(["replay", str(RECORDINGS / "qa.jsonl"), "--wav", str(tmp_path / "qa.wav")]) == 0
+    rate, samples = read_wav(tmp_path / "qa.wav")
+    played = np.flatnonzero(samples[:, 1])
+    assert 0.95 < (played[-1] - played[0]) / rate < 1.05  # the whole 1 s answer, back to back
+
+
+async def test_a_call_recorded_through_the_bridge_runner_replays_without_differences(tmp_path: Path) -> None:
+    path = await make_recordings.record("barge_in", tmp_path)
+    report = check_recording(await asyncio.to_thread(load_recording, path))
+    assert report.ok, report.text()
+    assert "StopAudio" in [m.kind for m in report.recorded]
+
+
+async def test_a_live_call_recorded_by_the_service_replays_without_differences(
+        tmp_path: Path, phone: PhoneNetwork, voicelive: VoiceLiveServer) -> None:
+    env = {k.lower(): v for k, v in phone.env().items()}
+    async with run_callbot(azure_voicelive_endpoint=voicelive.url, callbot_recordings_dir=str(tmp_path),
+                           callbot_media_format="pcm16k", **env) as cb:
+        call = await phone.place_call(cb.url, WEBHOOK_SECRET)
+        session = await voicelive.wait_for_session()
+        await session.wait_for("session.update")
+        await call.stream(tone(300, "pcm16_16000hz", frequency=220.0))
+        await session.start_response(text="A long answer", audio=tone(2000, "pcm16_16000hz"), realtime_factor=0.5)
+        await call.wait_for_audio(frames=1)
+        await asyncio.sleep(0.5)
+        await session.speech_started()
+        await call.wait_for_stop()
+        await session.wait_for("conversation.item.truncate")
+        await call.stream(tone(200, "pcm16_16000hz", frequency=220.0))
+        await call.hang_up()
+        for _ in range(200):
+            if not cb.services.registry.calls:
+                break
+            await asyncio.sleep(0.02)
+    (path,) = await asyncio.to_thread(lambda: list(tmp_path.glob("*.jsonl")))
+    text = await asyncio.to_thread(path.read_text)
+    assert VOICELIVE_KEY not in text and SIGNING_KEY not in text and WEBHOOK_SECRET not in text
+    recording = await asyncio.to_thread(load_recording, path)
+    seen = {(r.dir, r.kind) for r in recording.records}
+    assert {("acs_in", "AudioData"), ("acs_out", "AudioData"), ("acs_out", "StopAudio"), ("vl_in", "session.updated"),
+            ("vl_out", "conversation.item.truncate")} <= seen
+    report = check_recording(recording)
+    assert report.ok, report.text()
