@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from callbot.acs import events
@@ -28,6 +30,13 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 CALLBACK_TOKEN_TTL_S = 24 * 3600.0
 MEDIA_TOKEN_TTL_S = 120.0
+MEDIA_MAX_MESSAGE_BYTES = 2 * 1024 * 1024  # as uvicorn's ws_max_size in `callbot serve`; larger: close 1009
+MEDIA_MESSAGES_PER_S = 200.0  # ACS sends 50 per second
+MEDIA_MESSAGE_BURST = 200.0  # token bucket: a sustained excess over ~1 s closes the socket with 1008
+MEDIA_EXTRA_SOCKETS = 10  # open media sockets (handshakes included) allowed beyond CALLBOT_MAX_CONCURRENT_CALLS
+WS_POLICY_VIOLATION = 1008
+WS_MESSAGE_TOO_BIG = 1009
+WS_TRY_AGAIN_LATER = 1013
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -40,6 +49,12 @@ def _error(status: int, message: str) -> Response:
 
 class BodyTooLarge(Exception):
     pass
+
+
+def _too_large(svc: Services, what: str) -> Response:
+    svc.metrics.inc("body_too_large")
+    log.warning("%s: request body over %d bytes refused (413)", what, MAX_BODY_BYTES)
+    return _error(413, "request body too large")
 
 
 async def _read_body(request: Request) -> bytes:
@@ -78,7 +93,7 @@ async def incoming_call(request: Request) -> Response:
     try:
         grid_events = events.parse_event_grid(await _read_body(request))
     except BodyTooLarge:
-        return _error(413, "request body too large")
+        return _too_large(svc, "incoming-call webhook")
     except events.EventParseError as exc:
         svc.metrics.inc("bad_requests")
         log.warning("incoming-call webhook: bad request (%s)", exc)
@@ -106,12 +121,12 @@ async def callback(request: Request) -> Response:
         await svc.acs_verifier.verify(request.headers.get("authorization"))
     except TokenRejected as exc:
         svc.metrics.inc("callback_rejected")
-        log.warning("callback for %s rejected: %s", call_id[:40], exc.reason)
+        log.warning("callback for %r rejected: %s", call_id[:40], exc.reason)
         return _error(401, "unauthorized")
     try:
         call_events = events.parse_callback_events(await _read_body(request))
     except BodyTooLarge:
-        return _error(413, "request body too large")
+        return _too_large(svc, f"callback for call {call_id[:40]}")
     except events.EventParseError as exc:
         svc.metrics.inc("bad_requests")
         log.warning("call %s: bad callback (%s)", call_id, exc)
@@ -123,29 +138,108 @@ async def callback(request: Request) -> Response:
 
 
 # -- media stream (ACS WebSocket) ------------------------------------------------------------------------------
+#
+# Every refusal is sent the same way: the handshake is accepted, then the socket is closed at once with a close code
+# (1008 policy violation: bad token, unknown or already connected call; 1013 try again later: too many sockets), so
+# the client always sees a WebSocket close code rather than an HTTP 403. Nothing is read from a refused socket.
+# Once bridged, the socket is guarded: a message over MEDIA_MAX_MESSAGE_BYTES closes it with 1009, more messages
+# than the token bucket allows (MEDIA_MESSAGES_PER_S, burst MEDIA_MESSAGE_BURST) close it with 1008. Each refusal
+# and violation increments a counter at /metrics and logs one line (never the token).
 
-async def media(ws: WebSocket) -> None:
-    svc = _services(ws)
-    call_id = ws.path_params["call_id"]
-    call: Call | None = None
+
+class _MediaGuard:
+    """The ASGI receive/send of one media socket, with the message size and rate limits enforced."""
+
+    def __init__(self, receive: Receive, send: Send, svc: Services, call_id: str) -> None:
+        self._receive = receive
+        self._send = send
+        self.svc = svc
+        self.call_id = call_id
+        self.tokens = MEDIA_MESSAGE_BURST
+        self.last = time.monotonic()
+        self.closed_code: int | None = None  # set when the guard itself closed the socket
+        self.violation: int | None = None  # the close code of a limit violation (by the guard or the server)
+
+    async def receive(self) -> Message:
+        if self.closed_code is not None:
+            return {"type": "websocket.disconnect", "code": self.closed_code}
+        message = await self._receive()
+        if message["type"] == "websocket.receive":
+            payload = message.get("text")
+            if payload is None:
+                payload = message.get("bytes") or b""
+            if len(payload) > MEDIA_MAX_MESSAGE_BYTES:
+                return await self._violation("media_message_too_big", WS_MESSAGE_TOO_BIG,
+                                             f"a {len(payload)}-byte message")
+            now = time.monotonic()
+            self.tokens = min(MEDIA_MESSAGE_BURST, self.tokens + (now - self.last) * MEDIA_MESSAGES_PER_S)
+            self.last = now
+            self.tokens -= 1.0
+            if self.tokens < 0:
+                return await self._violation("media_rate_limited", WS_POLICY_VIOLATION,
+                                             f"over {MEDIA_MESSAGES_PER_S:.0f} messages per second")
+        elif message["type"] == "websocket.disconnect" and message.get("code") == WS_MESSAGE_TOO_BIG:
+            # the server's own size limit (uvicorn's ws_max_size) closed it before the message reached us
+            self.svc.metrics.inc("media_message_too_big")
+            self.violation = WS_MESSAGE_TOO_BIG
+            log.warning("call %s: media socket closed (1009): a message over the size limit", self.call_id)
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.closed_code is None:
+            await self._send(message)
+        elif message["type"] != "websocket.close":
+            raise OSError("media socket closed by its guard")  # starlette turns this into WebSocketDisconnect
+
+    async def _violation(self, counter: str, code: int, what: str) -> Message:
+        self.svc.metrics.inc(counter)
+        log.warning("call %s: media socket closed (%d): %s", self.call_id, code, what)
+        self.closed_code = self.violation = code
+        await self._send({"type": "websocket.close", "code": code, "reason": ""})
+        return {"type": "websocket.disconnect", "code": code}
+
+
+async def media(scope: Scope, receive: Receive, send: Send) -> None:
+    app: Starlette = scope["app"]
+    svc: Services = app.state.services
+    call_id = str(scope.get("path_params", {}).get("call_id", ""))
+    guard = _MediaGuard(receive, send, svc, call_id)
+    ws = WebSocket(scope, guard.receive, guard.send)
+    svc.sockets += 1
     try:
-        svc.signer.verify(call_id, ws.query_params.get("token"), purpose="media", now=time.time())
-        await svc.acs_verifier.verify(ws.headers.get("authorization"))
-        call = svc.registry.get(call_id)
-        if call is None or call.ended:
-            raise TokenRejected("unknown or ended call")
-        if call.media_connected:
-            raise TokenRejected("media already connected for this call")
-        if svc.sockets >= svc.settings.callbot_max_concurrent_calls + 10:
-            raise TokenRejected("too many media sockets")
-    except TokenRejected as exc:
-        svc.metrics.inc("media_rejected")
-        log.warning("media socket for %s refused: %s", call_id[:40], exc.reason)
-        await ws.close(code=1008)
-        return
-    call.media_connected = True
-    await ws.accept()
-    await svc.run_media(call, ws)
+        call: Call | None = None
+        code = WS_POLICY_VIOLATION
+        try:
+            if svc.sockets > svc.settings.callbot_max_concurrent_calls + MEDIA_EXTRA_SOCKETS:
+                code = WS_TRY_AGAIN_LATER
+                raise TokenRejected("too many media sockets")
+            svc.signer.verify(call_id, ws.query_params.get("token"), purpose="media", now=time.time())
+            await svc.acs_verifier.verify(ws.headers.get("authorization"))
+            call = svc.registry.get(call_id)
+            if call is None or call.ended:
+                raise TokenRejected("unknown or ended call")
+            if call.media_connected:
+                raise TokenRejected("media already connected for this call")
+        except TokenRejected as exc:
+            svc.metrics.inc("media_rejected")
+            log.warning("media socket for %r refused (%d): %s", call_id[:40], code, exc.reason)
+            await ws.accept()
+            await ws.close(code=code)
+            return
+        call.media_connected = True
+        await ws.accept()
+        await svc.run_media(call, ws)
+        if guard.violation is not None:  # a limit cut the media: end the call rather than leave dead air
+            await svc.hang_up(call, f"media closed ({guard.violation})")
+    finally:
+        svc.sockets -= 1
+
+
+class MediaEndpoint:
+    """`media` as a raw ASGI endpoint, so that the socket's receive and send can be guarded."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await media(scope, receive, send)
 
 
 # -- health --------------------------------------------------------------------------------------------------
@@ -166,7 +260,46 @@ async def metrics(request: Request) -> Response:
     return PlainTextResponse(_services(request).metrics.render(), media_type="text/plain; version=0.0.4")
 
 
+class RedactSecrets(logging.Filter):
+    """Masks credentials in the server's log records.
+
+    uvicorn logs request and WebSocket paths with their query string (`"WebSocket /ws/media/...?token=..."
+    [accepted]` at INFO, the access log when enabled), and at DEBUG the WebSocket library logs every handshake
+    header (`< authorization: Bearer ...`). Query values of `token`/`secret` and authorization values are masked.
+    """
+
+    _QUERY = re.compile(r"([?&](?:token|secret|sig|code)=)[^&\s\"']+", re.IGNORECASE)
+    _CREDENTIAL = re.compile(r"(?i)^\s*(bearer|basic|hmac-sha256)\s")
+    _HEADERS = frozenset({"authorization", "api-key", "cookie", "set-cookie", "x-api-key"})
+
+    def _clean(self, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if self._CREDENTIAL.match(value):
+            return "<redacted>"
+        return self._QUERY.sub(r"\1<redacted>", value)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = self._QUERY.sub(r"\1<redacted>", record.msg)
+        if isinstance(record.args, tuple) and record.args:
+            args = [self._clean(a) for a in record.args]
+            if len(args) == 2 and isinstance(args[0], str) and args[0].strip().lower() in self._HEADERS:
+                args[1] = "<redacted>"
+            record.args = tuple(args)
+        return True
+
+
+def _install_log_redaction() -> None:
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "websockets", "websockets.server"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
+
+
 def create_app(settings: Settings) -> Starlette:
+    _install_log_redaction()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with Services(settings) as services:
@@ -181,7 +314,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/api/incoming-call", incoming_call, methods=["POST"]),
             Route("/api/callbacks/{call_id}", callback, methods=["POST"]),
-            WebSocketRoute("/ws/media/{call_id}", media),
+            WebSocketRoute("/ws/media/{call_id}", MediaEndpoint()),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
@@ -193,9 +326,10 @@ def create_app(settings: Settings) -> Starlette:
 
 def public_urls(public_url: str, call_id: str, callback_token: str, media_token: str) -> tuple[str, str]:
     """The callback URL and the media transport URL (`wss://`, or `ws://` for an `http://` public URL)."""
+    public_url = public_url.rstrip("/")
     parts = urlsplit(public_url)
     scheme = "wss" if parts.scheme == "https" else "ws"
-    base_path = parts.path.rstrip("/")
-    callback_url = f"{public_url}/api/callbacks/{call_id}?token={quote(callback_token)}"
-    transport_url = f"{scheme}://{parts.netloc}{base_path}/ws/media/{call_id}?token={quote(media_token)}"
+    base_path = parts.path
+    callback_url = f"{public_url}/api/callbacks/{call_id}?token={quote(callback_token, safe='')}"
+    transport_url = f"{scheme}://{parts.netloc}{base_path}/ws/media/{call_id}?token={quote(media_token, safe='')}"
     return callback_url, transport_url

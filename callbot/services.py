@@ -13,7 +13,7 @@ from collections import Counter
 from types import TracebackType
 from typing import Any
 
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from callbot.acs import events
 from callbot.acs.auth import AcsTokenVerifier
@@ -30,6 +30,17 @@ log = logging.getLogger(__name__)
 MEDIA_CONNECT_TIMEOUT_S = 30.0
 GOODBYE_GRACE_S = 20.0  # after the drain time: a goodbye plays (bounded by the core's goodbye timeout) then hang-up
 CALL_ENDING_EVENTS = {"CallDisconnected", "MediaStreamingFailed", "AnswerFailed", "CreateCallFailed"}
+# Call Automation events counted by name at /metrics; any other type counts as "other" (bounded metric names).
+ACS_EVENT_NAMES = frozenset({
+    "CallConnected", "CallDisconnected", "CallTransferAccepted", "CallTransferFailed", "ParticipantsUpdated",
+    "AddParticipantSucceeded", "AddParticipantFailed", "RemoveParticipantSucceeded", "RemoveParticipantFailed",
+    "CancelAddParticipantSucceeded", "CancelAddParticipantFailed", "PlayStarted", "PlayCompleted", "PlayFailed",
+    "PlayCanceled", "RecognizeCompleted", "RecognizeFailed", "RecognizeCanceled", "SendDtmfTonesCompleted",
+    "SendDtmfTonesFailed", "ContinuousDtmfRecognitionToneReceived", "ContinuousDtmfRecognitionToneFailed",
+    "ContinuousDtmfRecognitionStopped", "MediaStreamingStarted", "MediaStreamingStopped", "MediaStreamingFailed",
+    "TranscriptionStarted", "TranscriptionStopped", "TranscriptionUpdated", "TranscriptionFailed", "HoldFailed",
+    "AnswerFailed", "CreateCallFailed", "ConnectFailed",
+})
 
 
 class Metrics:
@@ -63,7 +74,7 @@ class Services:
         self.control_problem = ""
         self.connector: VoiceLiveConnector | None = None
         self.standin: Any = None
-        self.sockets = 0
+        self.sockets = 0  # open media sockets, handshakes included (counted by the app's media endpoint)
         self.metrics.gauges["active_calls"] = lambda: len(self.registry)
         self.metrics.gauges["media_sockets"] = lambda: self.sockets
 
@@ -223,7 +234,7 @@ class Services:
             return
         if call.connection_id is None:
             call.connection_id = ev.call_connection_id
-        self.metrics.inc(f"acs_event_{ev.name}" if ev.name.isidentifier() else "acs_event_other")
+        self.metrics.inc(f"acs_event_{ev.name}" if ev.name in ACS_EVENT_NAMES else "acs_event_other")
         level = logging.WARNING if ev.name.endswith("Failed") else logging.INFO
         log.log(level, "call %s: %s%s", call_id, ev.name, result)
         if ev.name in CALL_ENDING_EVENTS:
@@ -239,7 +250,6 @@ class Services:
 
     async def run_media(self, call: Call, ws: WebSocket) -> None:
         assert self.connector is not None
-        self.sockets += 1
 
         async def on_hang_up(reason: str) -> None:
             if self.control is not None and call.connection_id:
@@ -256,7 +266,6 @@ class Services:
         try:
             reason = await bridge.run(ws)
         finally:
-            self.sockets -= 1
             call.stop_bridge = None
             call.end_gracefully = None
             self.registry.bridge_finished(call, reason)
@@ -264,7 +273,9 @@ class Services:
 
 
 async def _close_quietly(ws: WebSocket) -> None:
+    if ws.application_state != WebSocketState.CONNECTED:
+        return
     try:
         await ws.close(code=1000)
-    except (RuntimeError, OSError):
+    except (WebSocketDisconnect, RuntimeError, OSError):  # the client is gone already
         pass

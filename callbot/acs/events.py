@@ -94,7 +94,7 @@ class CallEvent:
 def _load(body: bytes | str, what: str) -> Any:
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, and a number over the int digits limit
         raise EventParseError(f"{what}: body is not valid JSON ({exc.__class__.__name__})") from None
     except RecursionError:
         raise EventParseError(f"{what}: body is nested too deeply") from None
