@@ -124,7 +124,8 @@ async def callback(request: Request) -> Response:
         log.warning("callback for %r rejected: %s", call_id[:40], exc.reason)
         return _error(401, "unauthorized")
     try:
-        call_events = events.parse_callback_events(await _read_body(request))
+        body = await _read_body(request)
+        call_events = events.parse_callback_events(body)
     except BodyTooLarge:
         return _too_large(svc, f"callback for call {call_id[:40]}")
     except events.EventParseError as exc:
@@ -132,6 +133,8 @@ async def callback(request: Request) -> Response:
         log.warning("call %s: bad callback (%s)", call_id, exc)
         return _error(400, str(exc))
     call = svc.registry.get(call_id)
+    if call is not None and call.recorder is not None:
+        call.recorder.callback(orjson.loads(body))
     for ev in call_events:
         svc.on_call_event(call_id, call, ev)
     return _json({"ok": True})
@@ -216,19 +219,25 @@ async def media(scope: Scope, receive: Receive, send: Send) -> None:
             svc.signer.verify(call_id, ws.query_params.get("token"), purpose="media", now=time.time())
             await svc.acs_verifier.verify(ws.headers.get("authorization"))
             call = svc.registry.get(call_id)
-            if call is None or call.ended:
-                raise TokenRejected("unknown or ended call")
-            if call.media_connected:
+            if (call is not None and call.ended) or svc.registry.has_ended(call_id):
+                raise TokenRejected("ended call")
+            if call is not None and (call.media_connected or call.bridge is None):
                 raise TokenRejected("media already connected for this call")
+            if call is None and svc.registry.admission_refusal() is not None:
+                code = WS_TRY_AGAIN_LATER
+                raise TokenRejected(f"cannot take over the call: {svc.registry.admission_refusal()}")
         except TokenRejected as exc:
             svc.metrics.inc("media_rejected")
             log.warning("media socket for %r refused (%d): %s", call_id[:40], code, exc.reason)
             await ws.accept()
             await ws.close(code=code)
             return
-        call.media_connected = True
+        if call is None:
+            # Valid tokens (signed with this deployment's key at answer time) for a call answered by another
+            # replica: the ingress sent its media here, so this replica takes the call over.
+            call = svc.adopt_call(call_id, ws.headers.get("x-ms-call-connection-id"))
         await ws.accept()
-        await svc.run_media(call, ws)
+        await svc.attach_media(call, ws)
         if guard.violation is not None:  # a limit cut the media: end the call rather than leave dead air
             await svc.hang_up(call, f"media closed ({guard.violation})")
     finally:

@@ -6,11 +6,14 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+MAX_ENDED_IDS = 10000
 
 
 @dataclass
@@ -26,6 +29,8 @@ class Call:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     stop_bridge: Callable[[str], None] | None = None  # set while a media bridge runs
     end_gracefully: Callable[[str], None] | None = None  # goodbye then hang-up, while a media bridge runs
+    bridge: Any = None  # the call's CallBridge (typed Any: calls.py stays free of the bridge's imports)
+    recorder: Any = None  # the call's CallRecorder when CALLBOT_RECORDINGS_DIR is set
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -40,6 +45,7 @@ class CallRegistry:
         self.background: set[asyncio.Task[Any]] = set()
         self.total = 0
         self.rejected = 0
+        self.ended_ids: OrderedDict[str, None] = OrderedDict()  # recent calls: their URLs never open a call again
 
     def __len__(self) -> int:
         return len(self.calls)
@@ -52,8 +58,8 @@ class CallRegistry:
             return f"at capacity ({self.max_calls} concurrent calls)"
         return None
 
-    def create(self, caller: str = "") -> Call:
-        call = Call(call_id=secrets.token_hex(16), created_at=time.time(), caller=caller)
+    def create(self, caller: str = "", call_id: str | None = None) -> Call:
+        call = Call(call_id=call_id or secrets.token_hex(16), created_at=time.time(), caller=caller)
         self.calls[call.call_id] = call
         self.total += 1
         return call
@@ -81,8 +87,14 @@ class CallRegistry:
         else:
             self._release(call)
 
+    def has_ended(self, call_id: str) -> bool:
+        return call_id in self.ended_ids
+
     def _release(self, call: Call) -> None:
         self.calls.pop(call.call_id, None)
+        self.ended_ids[call.call_id] = None
+        while len(self.ended_ids) > MAX_ENDED_IDS:
+            self.ended_ids.popitem(last=False)
         call.done.set()
         current = asyncio.current_task()
         for task in list(call.tasks):  # e.g. the answer task still watching for the media socket

@@ -150,6 +150,10 @@ class CallRecorder:
         """The Voice Live connection ended or failed to open: the bridge calls `session_lost(now, unsent_audio)`."""
         self.marker("voicelive_closed", unsent=list(unsent_audio or []))
 
+    def media_opened(self) -> None:
+        """The ACS media socket was attached: the bridge calls `media_started(now)`."""
+        self.marker("media_open")
+
     def end_call(self, reason: str, local_audio: bytes = b"") -> None:
         """The bridge ends the call on purpose: `end_call(now, reason, local_audio=...)`."""
         self.marker("end_call", reason=reason,

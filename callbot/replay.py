@@ -33,7 +33,7 @@ MINTED_IDS = ("event_id",)
 CHANNELS = ((ACS_OUT, "callbot -> ACS"), (VL_OUT, "callbot -> Voice Live"))
 MAX_IDLE_TICKS = 3
 CALL_CONTROL = frozenset({"incoming_call", "callback", "rest"})
-DECISIONS = frozenset({"voicelive_open", "voicelive_closed", "end_call"})
+DECISIONS = frozenset({"voicelive_open", "voicelive_closed", "end_call", "media_open"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +126,8 @@ class _Replayer:
         now, core, data = self.now, self.core, r.data
         if r.dir == META and r.kind == "voicelive_open":
             self.emit(core.session_opened(now))
+        elif r.dir == META and r.kind == "media_open":
+            core.media_started(now)
         elif r.dir == META and r.kind == "voicelive_closed":
             unsent = data.get("unsent")
             self.emit(core.session_lost(now, [a for a in unsent if isinstance(a, str)] if isinstance(unsent, list)
@@ -150,6 +152,8 @@ def replay(recording: Recording, *, core_factory: CoreFactory = BridgeCore) -> R
     run = _Replayer(core)
     run.now = inputs[0].t / 1000 if inputs else 0.0
     core.start(run.now)
+    if not any(r.dir == META and r.kind == "media_open" for r in inputs):
+        core.media_started(run.now)  # recorded before the bridge started ahead of its media socket
     for r in inputs:
         run.run_until(r.t / 1000, inclusive=False)
         if core.ended:

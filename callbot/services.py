@@ -7,6 +7,7 @@ client, token verifiers and signer, the call registry and metrics. Nothing here 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -189,7 +190,45 @@ class Services:
         self.metrics.inc("calls")
         log.info("call %s: incoming from %s (%s), correlation %s", call.call_id, caller,
                  ev.caller_display_name or "no name", ev.correlation_id)
+        self._open_recorder(call)
+        if call.recorder is not None:
+            call.recorder.incoming_call(dataclasses.asdict(ev))
+        # The Voice Live session opens while ACS answers and connects the media socket: the greeting is ready
+        # the moment the caller can hear it.
+        self._start_bridge(call)
         self.registry.spawn(self._answer(call, ev.incoming_call_context), call)
+
+    def _open_recorder(self, call: Call) -> None:
+        directory = self.settings.callbot_recordings_dir
+        if directory is not None:
+            from callbot.recording import CallRecorder
+
+            call.recorder = CallRecorder.open(directory, call.call_id, self.settings,
+                                              clock=asyncio.get_running_loop().time)
+
+    def _start_bridge(self, call: Call) -> None:
+        assert self.connector is not None
+
+        async def on_hang_up(reason: str) -> None:
+            await self._hang_up_at_acs(call, reason)
+
+        bridge = CallBridge(call.call_id, self.settings, self.connector, on_hang_up=on_hang_up,
+                            tap=call.recorder, apology=apology(self.settings.media_sample_rate))
+        call.bridge = bridge
+        call.stop_bridge = bridge.stop
+        call.end_gracefully = bridge.end_gracefully
+        self.registry.spawn(self._run_bridge(call, bridge), call, name=f"bridge-{call.call_id}")
+
+    async def _run_bridge(self, call: Call, bridge: CallBridge) -> None:
+        reason = "cancelled"
+        try:
+            reason = await bridge.run()
+        finally:
+            call.stop_bridge = None
+            call.end_gracefully = None
+            self.registry.bridge_finished(call, reason)
+            if call.recorder is not None:
+                await call.recorder.close(reason)
 
     async def _reject(self, context: str) -> None:
         assert self.control is not None
@@ -208,8 +247,11 @@ class Services:
             self.signer.issue(call.call_id, purpose="callback", expires_at=now + CALLBACK_TOKEN_TTL_S),
             self.signer.issue(call.call_id, purpose="media", expires_at=now + MEDIA_TOKEN_TTL_S),
         )
+        if call.recorder is not None:
+            call.recorder.rest("answer", {"callback_url": callback_url, "transport_url": transport_url,
+                                          "media_format": self.settings.callbot_media_format})
         try:
-            call.connection_id = await self.control.answer(
+            connection_id = await self.control.answer(
                 context, callback_url=callback_url, transport_url=transport_url,
                 media_format=self.settings.callbot_media_format, operation_context=call.call_id,
             )
@@ -218,12 +260,41 @@ class Services:
             log.error("call %s: answering failed: %s", call.call_id, exc)
             self.registry.finish(call, "answer_failed")
             return
+        call.connection_id = call.connection_id or connection_id
         call.answered.set()
-        log.info("call %s: answered, call connection %s", call.call_id, call.connection_id)
+        log.info("call %s: answered, call connection %s", call.call_id, connection_id)
         await asyncio.sleep(MEDIA_CONNECT_TIMEOUT_S)
         if not call.media_connected and not call.ended:
+            await self._media_timeout(call)
+
+    async def _media_timeout(self, call: Call) -> None:
+        """No media socket here: with several replicas it may have reached another one, which then owns the call.
+        Ask ACS: streaming active -> release this replica's session quietly; otherwise the caller would sit in
+        silence, so hang up."""
+        assert self.control is not None and call.connection_id
+        try:
+            active = await self.control.media_streaming_active(call.connection_id)
+        except CallControlError as exc:
+            log.warning("call %s: media state unknown (%s)", call.call_id, exc)
+            active = False
+        if active:
+            log.info("call %s: media is streaming to another replica; releasing this one's session", call.call_id)
+            self.registry.finish(call, "media_elsewhere")
+        else:
             log.error("call %s: no media socket within %.0f s; hanging up", call.call_id, MEDIA_CONNECT_TIMEOUT_S)
             await self.hang_up(call, "media_timeout")
+
+    def adopt_call(self, call_id: str, connection_id: str | None) -> Call:
+        """A media socket with valid tokens for a call this replica did not answer (another replica did, and the
+        ingress sent the socket here): take the call over. Its connection id comes from the ACS handshake."""
+        call = self.registry.create(caller="(answered by another replica)", call_id=call_id)
+        call.connection_id = connection_id
+        self.metrics.inc("calls_adopted")
+        log.info("call %s: media socket for a call answered elsewhere; adopting it (call connection %s)",
+                 call_id, connection_id)
+        self._open_recorder(call)
+        self._start_bridge(call)
+        return call
 
     def on_call_event(self, call_id: str, call: Call | None, ev: events.CallEvent) -> None:
         result = ""
@@ -240,35 +311,29 @@ class Services:
         if ev.name in CALL_ENDING_EVENTS:
             self.registry.finish(call, ev.name)
 
-    async def hang_up(self, call: Call, reason: str) -> None:
+    async def _hang_up_at_acs(self, call: Call, reason: str) -> None:
+        if call.recorder is not None:
+            call.recorder.rest("hang_up", {"reason": reason})
         if self.control is not None and call.connection_id:
             try:
                 await self.control.hang_up(call.connection_id)
             except CallControlError as exc:
                 log.error("call %s: hang-up failed: %s", call.call_id, exc)
+
+    async def hang_up(self, call: Call, reason: str) -> None:
+        await self._hang_up_at_acs(call, reason)
         self.registry.finish(call, reason)
 
-    async def run_media(self, call: Call, ws: WebSocket) -> None:
-        assert self.connector is not None
-
-        async def on_hang_up(reason: str) -> None:
-            if self.control is not None and call.connection_id:
-                try:
-                    await self.control.hang_up(call.connection_id)
-                except CallControlError as exc:
-                    log.error("call %s: hang-up failed: %s", call.call_id, exc)
-
-        bridge = CallBridge(call.call_id, self.settings, self.connector, on_hang_up=on_hang_up,
-                            apology=apology(self.settings.media_sample_rate))
-        call.stop_bridge = bridge.stop
-        call.end_gracefully = bridge.end_gracefully
-        reason = "cancelled"
+    async def attach_media(self, call: Call, ws: WebSocket) -> None:
+        """Hand the call's media socket to its bridge and serve it until the bridge ends."""
+        bridge: CallBridge = call.bridge
+        call.media_connected = True
+        bridge.attach(ws)
         try:
-            reason = await bridge.run(ws)
+            await bridge.finished.wait()
         finally:
-            call.stop_bridge = None
-            call.end_gracefully = None
-            self.registry.bridge_finished(call, reason)
+            if not bridge.finished.is_set():  # the server is stopping this handler
+                bridge.stop("media handler stopped")
             await _close_quietly(ws)
 
 

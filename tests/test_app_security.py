@@ -21,7 +21,7 @@ import pytest
 
 from callbot.local.acs_identity import LocalAcsIdentity
 from callbot.local.acs_server import AnsweredCall, subscription_validation_event
-from callbot.local.phone import PhoneNetwork
+from callbot.local.phone import PhoneNetwork, audio_message
 from callbot.local.voicelive_server import VoiceLiveServer
 from callbot.security import CallTokenSigner
 from tests.harness import WEBHOOK_SECRET, Running, run_callbot
@@ -142,7 +142,9 @@ async def test_media_socket_accepts_only_a_valid_acs_token(phone: PhoneNetwork, 
         bad = bad_authorizations(phone, stranger)
         results = {name: await ws_outcome(answered.transport_url, auth) for name, auth in bad.items()}
         assert results == dict.fromkeys(bad, 1008)
-        assert not voicelive.sessions, "no Voice Live session for a refused socket"
+        # the answered call's own session opens at answer time; refused sockets open none
+        await voicelive.wait_for_session()
+        assert len(voicelive.sessions) == 1, "no Voice Live session for a refused socket"
         assert (await metrics(cb))["callbot_media_rejected_total"] == len(bad)
         call = await connect_media(phone, answered)  # the genuine ACS socket still gets in
         await converse(call, await voicelive.wait_for_session())
@@ -173,7 +175,6 @@ async def test_media_socket_refuses_bad_url_tokens_unknown_and_connected_calls(
             "callback-token": f"{base}/{call_id}?token={query_token(answered.callback_uri)}",
             "another-calls-token": f"{base}/{call_id}?token="
                                    f"{signer.issue(unknown, purpose='media', expires_at=2e9)}",
-            "unknown-call": f"{base}/{unknown}?token={signer.issue(unknown, purpose='media', expires_at=2e9)}",
         }
         authorization = phone.authorization()
         results = {name: await ws_outcome(url, authorization) for name, url in urls.items()}
@@ -188,6 +189,33 @@ async def test_media_socket_refuses_bad_url_tokens_unknown_and_connected_calls(
         assert len(voicelive.sessions) == 1
         assert (await metrics(cb))["callbot_media_rejected_total"] == len(urls) + 2
     no_server_errors(caplog)
+
+
+async def test_media_socket_for_a_call_answered_by_another_replica_is_taken_over(
+        phone: PhoneNetwork, voicelive: VoiceLiveServer) -> None:
+    """Replicas share CALLBOT_SIGNING_KEY; the ingress may send a call's media socket to a replica that did not
+    answer it. Valid URL and ACS tokens prove the call was answered by this deployment: the replica adopts it, with
+    the call connection id from ACS's handshake header."""
+    async with run_callbot(azure_voicelive_endpoint=voicelive.url, callbot_max_call_seconds=1.5,
+                           callbot_greeting="", **phone_env(phone)) as cb:
+        signer = CallTokenSigner.from_settings(cb.settings)
+        elsewhere = secrets.token_hex(16)
+        url = (f"{cb.url.replace('http', 'ws', 1)}/ws/media/{elsewhere}"
+               f"?token={signer.issue(elsewhere, purpose='media', expires_at=time.time() + 60)}")
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(url, headers={"Authorization": phone.authorization(),
+                                                     "x-ms-call-connection-id": "conn-on-replica-a"})
+            session = await voicelive.wait_for_session()
+            await session.wait_for("session.update")
+            assert cb.services.registry.get(elsewhere) is not None
+            await ws.send_str(audio_message(bytes(range(256)) * 15))
+            await session.wait_for("input_audio_buffer.append")
+            # the adopted call is hung up through ACS with the connection id ACS gave in the handshake
+            await eventually(lambda: elsewhere not in cb.services.registry.calls, 25, "adopted call ended")
+            await ws.close()
+        terminated = [r for r in phone.acs.requests if r.path.endswith("conn-on-replica-a:terminate")]
+        assert terminated, "hang-up went to the adopted call's connection"
+        assert (await metrics(cb))["callbot_calls_adopted_total"] == 1
 
 
 async def test_callbacks_refuse_bad_url_tokens(phone: PhoneNetwork, voicelive: VoiceLiveServer) -> None:

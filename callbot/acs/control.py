@@ -213,6 +213,21 @@ class CallControl:
         state = properties.call_connection_state
         return str(state.value if hasattr(state, "value") else state) if state is not None else None
 
+    async def media_streaming_active(self, call_connection_id: str) -> bool | None:
+        """Whether ACS is streaming this call's media somewhere (to any replica); None when the call is gone."""
+        connection = self._client.get_call_connection(call_connection_id)
+        try:
+            properties = await connection.get_call_properties()
+        except HttpResponseError as exc:
+            if _is_gone(exc):
+                return None
+            raise _error_from(exc, "get call") from None
+        except AzureError as exc:
+            raise _error_from(exc, "get call") from None
+        subscription = properties.media_streaming_subscription
+        state = getattr(subscription, "state", None) if subscription is not None else None
+        return str(getattr(state, "value", state)).lower() == "active"
+
     async def close(self) -> None:
         """Close the SDK client's HTTP session and, in Entra mode, the credential."""
         try:

@@ -131,6 +131,7 @@ class BridgeCore:
         self.frame_s = FRAME_MS / 1000
         self.lead_s = self.cfg.lead_ms / 1000
         self.ready = False
+        self.media_ready = False  # the ACS media socket is attached: bot audio may be released
         self.greeted = False
         self.epoch = 0
         self.started_at: float | None = None
@@ -158,13 +159,18 @@ class BridgeCore:
         if self.started_at is None:
             self.started_at = now
 
+    def media_started(self, now: float) -> None:
+        """The ACS media socket is attached. Until then bot audio (e.g. the greeting of a session opened while ACS
+        was still connecting the media) waits in the queue, and playback starts from here."""
+        self.media_ready = True
+
     def playing(self, now: float) -> bool:
-        return bool(self.queue) or self.play_cursor > now
+        return (self.media_ready and bool(self.queue)) or self.play_cursor > now
 
     def next_deadline(self) -> float | None:
         """When `tick` next has something to do (None: only new input can create work)."""
         deadlines: list[float] = []
-        if self.queue:
+        if self.queue and self.media_ready:
             deadlines.append(self.play_cursor + self.frame_s - self.lead_s)
         if self.started_at is not None and self.ending_since is None:
             deadlines.append(self.started_at + self.cfg.max_call_seconds)
@@ -178,7 +184,7 @@ class BridgeCore:
         actions: list[Action] = []
         if self.ended:
             return actions
-        if self.queue:
+        if self.queue and self.media_ready:
             if self.play_cursor < now:
                 self.play_cursor = now  # nothing buffered at ACS: playback (re)starts now
             limit = now + self.lead_s + 1e-9

@@ -37,6 +37,7 @@ class WireTap(Protocol):
     def vl_out(self, event: dict[str, Any]) -> None: ...
     def vl_in(self, event: dict[str, Any]) -> None: ...
     def voicelive_closed(self, unsent_audio: list[str]) -> None: ...
+    def media_opened(self) -> None: ...
     def end_call(self, reason: str, local_audio: bytes) -> None: ...
 
 
@@ -129,6 +130,8 @@ class CallBridge:
         self.acs_outbox = _AcsOutbox(ACS_OUTBOX_LIMIT)
         self.wake = asyncio.Event()
         self.ws: WebSocket | None = None
+        self.media_attached = asyncio.Event()
+        self.finished = asyncio.Event()
         self.end_reason = ""
         self.stopped = asyncio.Event()
         self.stop_reason = ""
@@ -155,20 +158,33 @@ class CallBridge:
     def now(self) -> float:
         return self.loop.time()
 
-    async def run(self, ws: WebSocket) -> str:
-        """Bridge until the call ends; returns why it ended. Never raises for call-level failures."""
+    def attach(self, ws: WebSocket) -> None:
+        """The call's ACS media socket arrived: caller audio flows in and bot audio may start playing."""
+        if self.tap is not None:
+            self.tap.media_opened()
         self.ws = ws
+        self.core.media_started(self.now())
+        self.media_attached.set()
+        self.wake.set()
+
+    async def run(self) -> str:
+        """Bridge until the call ends; returns why it ended. Never raises for call-level failures.
+
+        Starts as soon as the call is being answered, so the Voice Live session (and the greeting) is ready while ACS
+        connects the media socket; `attach` hands the socket over when it arrives.
+        """
         self.core.start(self.now())
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._acs_reader(ws))
-                tg.create_task(self._acs_writer(ws))
+                tg.create_task(self._media())
                 tg.create_task(self._voicelive())
                 tg.create_task(self._playout())
                 tg.create_task(self._watch_stop())
         except* _CallOver as group:
             first = group.exceptions[0]
             self.end_reason = first.reason if isinstance(first, _CallOver) else "ended"
+        finally:
+            self.finished.set()
         s = self.core.stats
         log.info(
             "call %s: bridge ended (%s): caller frames %d, bot frames %d, barge-ins %d, malformed %d, "
@@ -210,6 +226,13 @@ class CallBridge:
         raise _CallOver(reason)
 
     # -- ACS ---------------------------------------------------------------------------------------------------
+
+    async def _media(self) -> None:
+        await self.media_attached.wait()
+        assert self.ws is not None
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._acs_reader(self.ws))
+            tg.create_task(self._acs_writer(self.ws))
 
     async def _acs_reader(self, ws: WebSocket) -> None:
         while True:

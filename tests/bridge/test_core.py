@@ -16,6 +16,7 @@ def make_core(**kw: Any) -> BridgeCore:
                      **kw)
     core = BridgeCore(cfg)
     core.start(0.0)
+    core.media_started(0.0)
     return core
 
 
@@ -234,3 +235,16 @@ def test_transcripts_are_kept_and_interrupted_bot_turns_marked() -> None:
     core.server_event(0.2, {"type": "input_audio_buffer.speech_started"})
     core.server_event(0.3, {"type": "response.audio_transcript.done", "response_id": "resp_1", "transcript": "Hey"})
     assert [(t.role, t.text, t.interrupted) for t in core.turns] == [("caller", "hi", False), ("bot", "Hey", True)]
+
+
+def test_bot_audio_waits_for_the_media_socket_then_plays_from_its_start() -> None:
+    core = BridgeCore(CoreConfig(call_id="c2", sample_rate=RATE, lead_ms=100, greeting="Hi"))
+    core.start(0.0)
+    ready(core, 0.1)  # the session opened while ACS was still connecting the media socket
+    start_response(core, 0.2)
+    delta(core, 0.2, 400)
+    assert core.tick(0.5) == [] and core.next_deadline() is not None  # only the max-duration deadline
+    assert not core.playing(0.5)
+    core.media_started(1.0)
+    frames = sent_frames([a for _, a in run_clock(core, 1.0, 2.0)])
+    assert len(frames) == 20, "nothing of the greeting was lost while waiting"

@@ -43,7 +43,6 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from callbot.bridge.core import BridgeCore
 from callbot.bridge.runner import CallBridge, WireTap
 from callbot.config import Settings
 from callbot.local.phone import audio_message
@@ -64,22 +63,6 @@ def caller_speech(ms: int) -> bytes:
 
 def bot_speech(ms: int) -> bytes:
     return tone(ms, BOT_FORMAT, frequency=660.0)
-
-
-class _MarkedCore(BridgeCore):
-    """Records the bridge's non-message decisions; used only while the runner does not report them to its tap."""
-
-    recorder: CallRecorder | None = None
-
-    def session_lost(self, now: float, unsent_audio: list[str] | None = None) -> list[Any]:
-        if self.recorder is not None:
-            self.recorder.voicelive_closed(unsent_audio)
-        return super().session_lost(now, unsent_audio)
-
-    def end_call(self, now: float, reason: str, *, local_audio: bytes = b"") -> list[Any]:
-        if self.recorder is not None and self.ending_since is None:
-            self.recorder.end_call(reason, local_audio)
-        return super().end_call(now, reason, local_audio=local_audio)
 
 
 @dataclass
@@ -170,13 +153,10 @@ async def rig(directory: Path, **overrides: Any) -> AsyncIterator[Rig]:
                 the_rig.paths.append(recorder.path)
             tap: WireTap | None = recorder
             bridge = CallBridge(call_id, settings, connector, tap=tap)
-            if recorder is not None and not hasattr(WireTap, "voicelive_closed"):
-                marked = _MarkedCore(bridge.core.cfg)
-                marked.recorder = recorder
-                bridge.core = marked
+            bridge.attach(ws)
             reason = "error"
             try:
-                reason = await bridge.run(ws)
+                reason = await bridge.run()
             finally:
                 try:
                     if recorder is not None:
