@@ -128,13 +128,13 @@ param callsPerReplica int = 100
 @minValue(1)
 param minReplicas int = 1
 
-// 1 until the service can take a call's media socket on any replica: today the media WebSocket (and the calls
-// it carries) must reach the replica that answered the call, and the ingress spreads connections over all
-// ready replicas (no affinity an ACS media server would honour). Raise it with CALLBOT_MAX_REPLICAS once calls
-// can move between replicas; the scale rule then adds one replica per callsPerReplica calls.
-@description('Upper bound of the scale-out (see the comment above before raising it).')
+// The ingress spreads connections over all ready replicas (an ACS media server honours no affinity), so a call's
+// media WebSocket may reach a replica that did not answer it: that replica takes the call over from the signed
+// per-call token (all replicas share CALLBOT_SIGNING_KEY), and the answering replica releases its pre-opened
+// session once ACS reports the media streaming elsewhere. The scale rule adds one replica per callsPerReplica calls.
+@description('Upper bound of the scale-out.')
 @minValue(1)
-param maxReplicas int = 1
+param maxReplicas int = 5
 
 @description('vCPU per replica (Consumption: 0.25 steps up to 4; memory must be 2 GiB per vCPU).')
 param cpu string = '1.0'
