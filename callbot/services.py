@@ -224,11 +224,28 @@ class Services:
         try:
             reason = await bridge.run()
         finally:
+            self._count_bridge(bridge)
             call.stop_bridge = None
             call.end_gracefully = None
             self.registry.bridge_finished(call, reason)
             if call.recorder is not None:
                 await call.recorder.close(reason)
+
+    def _count_bridge(self, bridge: CallBridge) -> None:
+        stats = bridge.core.stats
+        for name, value in (
+            ("voicelive_reconnects", bridge.reconnects),
+            ("barge_ins", stats.barge_ins),
+            ("media_malformed", stats.malformed),
+            ("caller_audio_dropped_frames", stats.caller_frames_dropped + bridge.outbox.dropped),
+            ("bot_audio_dropped_frames", stats.bot_frames_dropped + bridge.acs_outbox.dropped),
+            ("late_deltas_dropped", stats.late_deltas_dropped),
+            ("voicelive_errors", stats.voicelive_errors),
+            ("caller_frames", stats.caller_frames),
+            ("bot_frames", stats.bot_frames),
+        ):
+            if value:
+                self.metrics.inc(name, value)
 
     async def _reject(self, context: str) -> None:
         assert self.control is not None

@@ -179,3 +179,29 @@ async def test_sigterm_drains_live_calls_then_says_goodbye_and_exits(phone: Phon
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_reconnects_and_barge_ins_are_counted_at_metrics(phone: PhoneNetwork,
+                                                                voicelive: VoiceLiveServer) -> None:
+    async with run_callbot(azure_voicelive_endpoint=voicelive.url, **phone_env(phone)) as cb:
+        call = await phone.place_call(cb.url, WEBHOOK_SECRET)
+        first = await voicelive.wait_for_session(0)
+        await first.wait_for("session.update")
+        await first.start_response(text="long", audio=speechlike(3000))
+        await call.wait_for_audio(frames=10)
+        await first.speech_started()
+        await call.wait_for_stop()
+        await first.abort()
+        second = await voicelive.wait_for_session(1)
+        await second.wait_for("session.update")
+        await call.hang_up()
+        for _ in range(100):
+            if not cb.services.registry.calls:
+                break
+            await asyncio.sleep(0.02)
+        async with aiohttp.ClientSession() as http, http.get(f"{cb.url}/metrics") as r:
+            text = await r.text()
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+        assert values["callbot_voicelive_reconnects_total"] == "1"
+        assert values["callbot_barge_ins_total"] == "1"
+        assert int(values["callbot_bot_frames_total"]) >= 10
