@@ -49,9 +49,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     assert isinstance(settings, Settings)
+    local_notice = ""
+    if settings.acs_connection_string is None and settings.acs_endpoint is None:
+        # no ACS configured: local development mode, trusting the phone simulator (`callbot dial`)
+        from callbot.local.profile import load_profile, local_mode_notice, serve_overrides
+
+        profile = load_profile()
+        settings = _settings(**serve_overrides(settings, profile, args.host, args.port))
+        assert isinstance(settings, Settings)
+        local_notice = local_mode_notice(profile)
     setup_logging(settings.log_level)
     if settings.offline:
         log.warning("AZURE_VOICELIVE_ENDPOINT is not set: using the built-in offline Voice Live stand-in")
+    if local_notice:
+        log.warning("%s", local_notice)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

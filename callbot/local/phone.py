@@ -3,7 +3,10 @@
 `PhoneNetwork` plays Azure Communication Services towards one callbot: the Call Automation REST API (HMAC-checked,
 `AcsServer`), ACS's token signer (a local key pair whose JWKS callbot is pointed at) and the media WebSocket client.
 `PhoneCall` is one placed call: it streams caller audio as 20 ms frames, the way ACS does, and records what callbot
-sends back (audio frames and StopAudio, with arrival times).
+sends back (audio frames and StopAudio, with arrival times). Two ways to send caller audio: `stream` (frames as
+given, for tests that check bytes) or the line (`start_line` + `say`): a frame every 20 ms for the whole call,
+silence between utterances, as a real phone line. With `telephone_leg=True` the caller's audio goes through
+a `TelephoneLeg` (8 kHz G.711 u-law) before ACS's upsampling.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import orjson
 
 from callbot.local.acs_identity import JwksServer, LocalAcsIdentity
 from callbot.local.acs_server import AcsServer, AnsweredCall
+from callbot.local.profile import LocalProfile
+from callbot.local.telephone import TelephoneLeg, speech_bounds
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,17 @@ class Received:
     audio: bytes = b""
 
 
+@dataclass(frozen=True)
+class Utterance:
+    """One caller utterance sent on the line: when its first/last frame went out, and when the speech in it
+    (frames above a low level) started and ended."""
+
+    started_at: float
+    ended_at: float
+    speech_at: float
+    speech_end_at: float
+
+
 @dataclass
 class PhoneCall:
     network: PhoneNetwork
@@ -52,7 +68,13 @@ class PhoneCall:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int | None = None
     frames_sent: int = 0
+    leg: TelephoneLeg | None = None
+    connected_at: float = 0.0
+    line_started_at: float | None = None
+    caller_audio: bytearray = field(default_factory=bytearray)  # the line's frames as ACS delivered them
     _reader: asyncio.Task[None] | None = None
+    _line: asyncio.Task[None] | None = None
+    _queue: list[tuple[bytes, asyncio.Future[Utterance]]] = field(default_factory=list)
 
     @property
     def frame_bytes(self) -> int:
@@ -93,7 +115,8 @@ class PhoneCall:
             await self.ws.send_str(text)
 
     async def stream(self, pcm: bytes, *, realtime: bool = True) -> None:
-        """Send `pcm` as 20 ms frames (the last one zero-padded), paced at real time like ACS."""
+        """Send `pcm` as 20 ms frames (the last one zero-padded), paced at real time like ACS. Not while the
+        line runs (`start_line`)."""
         size = self.frame_bytes
         start = time.monotonic()
         for i, offset in enumerate(range(0, len(pcm), size)):
@@ -104,7 +127,63 @@ class PhoneCall:
                 delay = start + i * 0.02 - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await self.send_frame(frame)
+            await self.send_frame(self.leg.process(frame) if self.leg is not None else frame)
+
+    # -- the line: continuous 20 ms frames ---------------------------------------------------------------------
+
+    def start_line(self) -> None:
+        """Start sending a frame every 20 ms until the call ends: queued utterances (`say`), else silence."""
+        if self._line is None:
+            self._line = asyncio.create_task(self._run_line())
+
+    async def say(self, pcm: bytes) -> Utterance:
+        """Queue `pcm` (mono 16-bit at the media rate) on the line; returns once its last frame has gone out."""
+        if self._line is None:
+            raise RuntimeError("start_line() first")
+        done: asyncio.Future[Utterance] = asyncio.get_running_loop().create_future()
+        self._queue.append((pcm, done))
+        return await done
+
+    async def _run_line(self) -> None:
+        size = self.frame_bytes
+        start = self.line_started_at = time.monotonic()
+        number = 0
+        current: tuple[bytes, asyncio.Future[Utterance]] | None = None
+        offset, first_at, bounds, times = 0, 0.0, (0, 0), list[float]()
+        try:
+            while not self.closed.is_set():
+                delay = start + number * 0.02 - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                number += 1
+                if current is None and self._queue:
+                    current, offset, first_at = self._queue.pop(0), 0, time.monotonic()
+                    bounds, times = speech_bounds(current[0], size), []
+                frame = bytes(size)
+                if current is not None:
+                    chunk = current[0][offset : offset + size]
+                    frame = chunk + bytes(size - len(chunk))
+                    offset += size
+                if self.leg is not None:
+                    frame = self.leg.process(frame)
+                self.caller_audio += frame
+                await self.send_frame(frame)
+                if current is not None:
+                    times.append(time.monotonic())
+                    if offset >= len(current[0]):
+                        start_i, end_i = bounds
+                        if not current[1].done():
+                            current[1].set_result(Utterance(first_at, times[-1], times[min(start_i, len(times) - 1)],
+                                                            times[max(0, end_i - 1)]))  # fmt: skip
+                        current = None
+        except (aiohttp.ClientError, ConnectionResetError):
+            log.debug("media socket gone: the line stops")
+        finally:
+            pending = [current] if current is not None else []
+            for _, future in [*pending, *self._queue]:
+                if not future.done():
+                    future.set_exception(PhoneError("the call ended before the utterance was sent"))
+            self._queue.clear()
 
     async def silence(self, seconds: float, *, realtime: bool = True) -> None:
         await self.stream(bytes(self.frame_bytes * max(1, round(seconds * 50))), realtime=realtime)
@@ -141,11 +220,17 @@ class PhoneCall:
 
     async def hang_up(self) -> None:
         """The caller hangs up: ACS closes the media socket and posts CallDisconnected."""
+        if self._line is not None:
+            self._line.cancel()
+            await asyncio.gather(self._line, return_exceptions=True)
         await self.ws.close()
         await self.network.callback(self, "CallDisconnected")
         await self.close()
 
     async def close(self) -> None:
+        if self._line is not None:
+            self._line.cancel()
+            await asyncio.gather(self._line, return_exceptions=True)
         if not self.ws.closed:
             await self.ws.close()
         if self._reader is not None:
@@ -160,21 +245,44 @@ def audio_message(pcm: bytes, *, silent: bool = False, participant: str = "4:+14
 
 
 class PhoneNetwork:
-    """ACS for a callbot under test or demo. Start it, give callbot `env()`, then `place_call`."""
+    """ACS for a callbot under test or demo. Start it, give callbot `env()`, then `place_call`.
 
-    def __init__(self, resource_id: str = LOCAL_RESOURCE_ID) -> None:
+    Defaults: a fresh signing identity and access key, free ports. `from_profile` uses the local development
+    profile's (fixed) ones, which `callbot serve` trusts in local mode. `telephone_leg`: caller audio of
+    every call goes through a `TelephoneLeg`.
+    """
+
+    def __init__(self, resource_id: str = LOCAL_RESOURCE_ID, *, identity: LocalAcsIdentity | None = None,
+                 access_key: bytes | str | None = None, host: str = "127.0.0.1", acs_port: int = 0,
+                 jwks_port: int = 0, telephone_leg: bool = False) -> None:
         self.resource_id = resource_id
-        self.identity: LocalAcsIdentity | None = None
+        self.identity: LocalAcsIdentity | None = identity
         self.jwks = JwksServer()
-        self.acs = AcsServer()
+        self.acs = AcsServer(access_key, host=host, port=acs_port)
         self.http: aiohttp.ClientSession | None = None
         self.calls: list[PhoneCall] = []
+        self.telephone_leg = telephone_leg
+        self._host, self._jwks_port = host, jwks_port
+
+    @classmethod
+    def from_profile(cls, profile: LocalProfile, *, resource_id: str | None = None,
+                     telephone_leg: bool = True) -> PhoneNetwork:
+        """ACS as `callbot serve` in local development mode expects it (blocking: loads the RSA key)."""
+        return cls(resource_id or profile.resource_id, identity=profile.identity(),
+                   access_key=profile.acs_access_key, host=profile.host, acs_port=profile.acs_port,
+                   jwks_port=profile.jwks_port, telephone_leg=telephone_leg)  # fmt: skip
 
     async def start(self) -> None:
-        self.identity = await LocalAcsIdentity.create()
+        if self.identity is None:
+            self.identity = await LocalAcsIdentity.create()
         self.jwks.set_identities([self.identity])
-        await self.jwks.start()
-        await self.acs.start()
+        try:
+            await self.jwks.start(self._host, self._jwks_port)
+            await self.acs.start()
+        except OSError as exc:
+            await self.jwks.stop()
+            raise PhoneError(f"cannot listen on {self.acs.url} / port {self._jwks_port}: {exc.strerror or exc}"
+                             " (is another 'callbot dial' running?)") from None
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
 
     async def stop(self) -> None:
@@ -243,7 +351,8 @@ class PhoneNetwork:
             })
         except aiohttp.WSServerHandshakeError as exc:
             raise PhoneError(f"callbot refused the media socket (HTTP {exc.status})") from None
-        call = PhoneCall(self, answered, ws, rate, placed, answered_at)
+        call = PhoneCall(self, answered, ws, rate, placed, answered_at,
+                         leg=TelephoneLeg(rate) if self.telephone_leg else None, connected_at=time.monotonic())
         self.calls.append(call)
         call.start_reading()
         await ws.send_str(orjson.dumps({"kind": "AudioMetadata", "audioMetadata": {

@@ -1,0 +1,192 @@
+"""``callbot demo``: one offline phone call, end to end, in one process.
+
+callbot (the real app under uvicorn, on a free loopback port) with its built-in offline Voice Live stand-in, and
+the phone simulator playing ACS and a caller: the caller's speech goes through a telephone leg (8 kHz G.711),
+callbot answers, the stand-in recognises and replies, the caller interrupts a reply and the bot stops. The
+security checks stay on (ACS-signed JWTs against the simulator's JWKS, per-call URL tokens, webhook secret)
+with throw-away keys. The bot's lines are what the stand-in said (cut where the caller stopped hearing them);
+"recognised" means the stand-in's transcription of a caller turn equals the scripted text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from callbot.config import Settings
+from callbot.local.asr import normalize_words
+from callbot.local.phone import PhoneNetwork
+from callbot.local.simulator import Burst, CallReport, Transcript, Turn, run_script, write_call_wav
+from callbot.local.standin import Standin, StandinEvent
+from callbot.services import Services
+
+log = logging.getLogger(__name__)
+
+BAKERY_INSTRUCTIONS = """You are the phone assistant of Contoso Bakery. Answer briefly, from this FAQ only.
+Q: What are your opening hours? | When are you open?
+A: We are open from seven in the morning to six in the evening, Monday to Saturday.
+Q: Do you deliver? | Can you deliver?
+A: Yes, we deliver within five miles of the shop. Delivery is free for orders over twenty dollars, and it takes \
+about an hour.
+Q: Where are you? | Where is the shop?
+A: We are at twelve Main Street, next to the post office.
+Q: Do you have gluten free bread?
+A: Yes, we bake gluten free bread every Tuesday and Friday.
+"""
+BAKERY_GREETING = "Thanks for calling Contoso Bakery. How can I help?"
+DEMO_SCRIPT = (
+    Turn("what are your opening hours"),
+    Turn("do you deliver"),
+    Turn("where are you", barge_in_s=1.5),
+)
+WAV_NAME = "demo-call.wav"
+RECORDINGS_DIR = "demo-recordings"  # under the output directory
+
+
+@dataclass
+class DemoResult:
+    report: CallReport
+    heard: list[str]  # per scripted turn: what the stand-in recognised
+    wav_path: Path
+    wav_seconds: float
+    recordings: list[Path] = field(default_factory=list)
+
+    @property
+    def recognised(self) -> list[bool]:
+        return [normalize_words(h) == normalize_words(r.turn.text) for h, r in zip(self.heard, self.report.turns,
+                                                                                   strict=True)]  # fmt: skip
+
+    @property
+    def ok(self) -> bool:
+        return all(self.recognised) and self.report.ok
+
+
+def recording_supported() -> bool:
+    return importlib.util.find_spec("callbot.recording") is not None
+
+
+@asynccontextmanager
+async def serve_in_process(make_settings: Callable[[int], Settings]) -> AsyncIterator[tuple[str, Services]]:
+    """callbot's app under uvicorn on a free loopback port; yields its base URL and its services."""
+    from callbot.app import create_app
+    from callbot.cli import WS_MAX_BYTES
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = create_app(make_settings(port))
+    config = uvicorn.Config(app, log_config=None, ws_max_size=WS_MAX_BYTES, lifespan="on", access_log=False,
+                            timeout_graceful_shutdown=5)  # fmt: skip
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("callbot exited during start-up")
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}", app.state.services
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+        sock.close()
+
+
+def demo_settings(port: int, phone: PhoneNetwork, secret: str, out_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "azure_voicelive_endpoint": None,  # always offline, whatever the environment says
+        "azure_voicelive_api_key": None,
+        "acs_endpoint": None,
+        "callbot_public_url": f"http://127.0.0.1:{port}",
+        "callbot_webhook_secret": secret,
+        "callbot_signing_key": secrets.token_urlsafe(32),
+        "callbot_eventgrid_audience": None,
+        "callbot_instructions": BAKERY_INSTRUCTIONS,
+        "callbot_instructions_file": None,
+        "callbot_greeting": BAKERY_GREETING,
+        "callbot_media_format": "pcm24k",
+        "callbot_turn_detection": "server_vad",
+        "callbot_vad_silence_ms": 500,
+        "callbot_recordings_dir": out_dir / RECORDINGS_DIR if recording_supported() else None,
+        **{k.lower(): v for k, v in phone.env().items()},
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def standin_lines(events: list[StandinEvent], sample_rate: int) -> Callable[[Burst], Any]:
+    """Bot lines from the stand-in's replies: the reply being played when the burst started, cut in proportion
+    to what the caller heard when it was stopped."""
+
+    async def text(burst: Burst) -> str:
+        replies = [e for e in events if e.kind == "reply" and e.at <= burst.start]
+        if not replies:
+            return "(unknown audio)"
+        reply = replies[-1]
+        heard_ms = len(burst.audio) // 2 * 1000 // sample_rate
+        if burst.stopped_at is None or not reply.audio_ms or heard_ms >= reply.audio_ms:
+            return reply.text
+        words = reply.text.split()
+        return " ".join(words[: max(1, round(len(words) * heard_ms / reply.audio_ms))]) + " ..."
+
+    return text
+
+
+def _heard_per_turn(report: CallReport, events: list[StandinEvent]) -> list[str]:
+    heard = []
+    for index, result in enumerate(report.turns):
+        after = result.utterance.speech_at
+        until = report.turns[index + 1].utterance.speech_at if index + 1 < len(report.turns) else float("inf")
+        heard.append(" ".join(e.text for e in events if e.kind == "heard" and after <= e.at < until and e.text))
+    return heard
+
+
+async def run_demo(
+    out_dir: Path,
+    *,
+    sink: Callable[[str], None] | None = None,
+    turns: tuple[Turn, ...] | list[Turn] = DEMO_SCRIPT,
+    **overrides: Any,
+) -> DemoResult:
+    """Run the demo call; the transcript goes to ``sink`` line by line. ``overrides``: callbot settings."""
+    await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+    started = time.time()
+    secret = secrets.token_urlsafe(24)
+    events: list[StandinEvent] = []
+    async with PhoneNetwork(telephone_leg=True) as phone:
+
+        def make(port: int) -> Settings:
+            return demo_settings(port, phone, secret, out_dir, **overrides)
+
+        async with serve_in_process(make) as (url, services):
+            standin: Standin = services.standin
+            standin.add_listener(events.append)
+            call = await phone.place_call(url, secret)
+            report = await run_script(call, list(turns), transcript=Transcript(call.connected_at, sink),
+                                      bot_text=standin_lines(events, call.sample_rate))  # fmt: skip
+            await call.hang_up()
+            with contextlib.suppress(TimeoutError):  # the call winds down (and its recording closes)
+                async with asyncio.timeout(5.0):
+                    await services.registry.wait_idle()
+    wav_path = out_dir / WAV_NAME
+    seconds = await asyncio.to_thread(write_call_wav, call, wav_path)
+    recordings = await asyncio.to_thread(_new_recordings, out_dir / RECORDINGS_DIR, started - 1)
+    return DemoResult(report, _heard_per_turn(report, events), wav_path, seconds, recordings)
+
+
+def _new_recordings(directory: Path, since: float) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*.jsonl") if p.stat().st_mtime >= since)

@@ -1,0 +1,152 @@
+"""The offline stand-in's deterministic responder: a FAQ table read from the instructions, plus small talk.
+
+This is not a language model. It answers a caller's turn with a sentence built from what was recognised and
+the configured instructions:
+
+* FAQ entries in the instructions, as ``Q:`` / ``A:`` line pairs (alternative phrasings of a question separated
+  by ``|``)::
+
+      Q: What are your opening hours? | When are you open?
+      A: We are open from seven in the morning to six in the evening, Monday to Saturday.
+
+  A turn is answered with the entry whose question shares the most words with it (word overlap, a few
+  filler words ignored; at least half of the words must match).
+* Otherwise a fixed small-talk reply (hello, thanks, goodbye, yes/no, asking for a human), else
+  ``"You said: <what was recognised>."``; nothing recognised gives a request to repeat.
+
+The same module lists what the recogniser should expect (`caller_phrases`) and what the bot may say
+(`bot_phrases`), so the stand-in's ASR and the phone simulator's ASR use matching vocabularies.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from callbot.local.asr import normalize_words
+
+NOT_UNDERSTOOD = "Sorry, I did not catch that. Could you say it again?"
+GOODBYE = "Thank you for calling. Goodbye!"
+WELCOME = "You are welcome. Is there anything else I can help with?"
+HELLO = "Hello there! What can I do for you?"
+NO_TRANSFER = "I am the offline demo responder, I cannot transfer calls. I can answer questions though."
+OK_YES = "All right."
+OK_NO = "Okay, no problem."
+YOU_SAID = "You said: {text}."
+FIXED_REPLIES = (NOT_UNDERSTOOD, GOODBYE, WELCOME, HELLO, NO_TRANSFER, OK_YES, OK_NO)
+
+COMMON_PHRASES = (
+    "hello", "hi there", "good morning", "good afternoon", "yes", "no", "yes please", "no thank you",
+    "thank you", "thanks", "goodbye", "bye", "that is all", "what are your opening hours", "when are you open",
+    "where are you", "can i speak to a human", "can i speak to someone", "can you repeat that",
+    "i have a question", "i would like to place an order", "how much does it cost", "help",
+)  # fmt: skip
+
+_FILLER = frozenset({"a", "an", "the", "to", "of", "is", "are", "do", "does", "i", "you", "your", "me", "my",
+                     "please", "can", "could", "would", "um", "uh", "and", "for", "it", "in", "on", "we"})  # fmt: skip
+_Q = re.compile(r"^\s*(?:[-*]\s*)?Q\s*[:.)]\s*(.+?)\s*$", re.IGNORECASE)
+_A = re.compile(r"^\s*(?:[-*]\s*)?A\s*[:.)]\s*(.+?)\s*$", re.IGNORECASE)
+MIN_SCORE = 0.5
+
+
+@dataclass(frozen=True)
+class FaqEntry:
+    questions: tuple[str, ...]
+    answer: str
+
+
+def parse_faq(instructions: str) -> list[FaqEntry]:
+    """The ``Q:`` / ``A:`` pairs of ``instructions`` (an ``A:`` line answers the ``Q:`` line before it)."""
+    entries: list[FaqEntry] = []
+    question: str | None = None
+    for line in instructions.splitlines():
+        q, a = _Q.match(line), _A.match(line)
+        if q:
+            question = q.group(1)
+        elif a and question is not None:
+            alternatives = tuple(p.strip() for p in question.split("|") if p.strip())
+            if alternatives:
+                entries.append(FaqEntry(alternatives, a.group(1)))
+            question = None
+    return entries
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def _keywords(text: str) -> set[str]:
+    words = normalize_words(text)
+    kept = {_stem(w) for w in words if w not in _FILLER}
+    return kept or {_stem(w) for w in words}
+
+
+def _score(heard: set[str], question: str) -> float:
+    asked = _keywords(question)
+    if not heard or not asked:
+        return 0.0
+    return len(heard & asked) / len(heard | asked)
+
+
+class Responder:
+    """Picks the reply to a recognised caller turn (see the module docstring). Pure and deterministic."""
+
+    def __init__(self, instructions: str) -> None:
+        self.instructions = instructions
+        self.faq = parse_faq(instructions)
+
+    def reply(self, heard: str) -> str:
+        words = normalize_words(heard)
+        if not words:
+            return NOT_UNDERSTOOD
+        keys = _keywords(heard)
+        best: tuple[float, FaqEntry] | None = None
+        for entry in self.faq:
+            score = max(_score(keys, q) for q in entry.questions)
+            if score >= MIN_SCORE and (best is None or score > best[0]):
+                best = (score, entry)
+        if best is not None:
+            return best[1].answer
+        return _small_talk(set(words)) or YOU_SAID.format(text=" ".join(words))
+
+
+def _small_talk(words: set[str]) -> str | None:
+    if words & {"goodbye", "bye"} or words >= {"that", "all"}:
+        return GOODBYE
+    if words & {"human", "someone", "agent", "operator", "person"}:
+        return NO_TRANSFER
+    if "no" in words and words <= {"no", "nope", "thank", "thanks", "you"}:
+        return OK_NO
+    if words <= {"yes", "yeah", "please", "sure"}:
+        return OK_YES
+    if words & {"thank", "thanks"}:
+        return WELCOME
+    if words & {"hello", "hi", "hey", "morning", "afternoon"}:
+        return HELLO
+    return None
+
+
+def caller_phrases(instructions: str, extra: Iterable[str] = ()) -> list[str]:
+    """What the stand-in's recogniser expects callers to say: the FAQ questions, common phrases, ``extra``."""
+    phrases = [q for entry in parse_faq(instructions) for q in entry.questions]
+    return _unique([*phrases, *COMMON_PHRASES, *extra])
+
+
+def bot_phrases(instructions: str, greeting: str = "", extra_caller: Iterable[str] = ()) -> list[str]:
+    """Everything the responder can say (for a recogniser listening to the bot, e.g. the phone simulator)."""
+    callers = caller_phrases(instructions, extra_caller)
+    said = [YOU_SAID.format(text=" ".join(normalize_words(c))) for c in callers]
+    answers = [entry.answer for entry in parse_faq(instructions)]
+    return _unique([*([greeting] if greeting else []), *answers, *FIXED_REPLIES, *said])
+
+
+def _unique(phrases: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for phrase in phrases:
+        if normalize_words(phrase):
+            seen.setdefault(phrase, None)
+    return list(seen)

@@ -1,0 +1,331 @@
+"""The caller's side of a simulated call: scripted turns on a live line, what came back, and the measurements.
+
+A script is a list of `Turn`s. Text form (``callbot dial --script FILE``), one directive a line, ``#`` comments::
+
+    pause 0.5                         # silence before the next turn
+    say what are your opening hours   # speak once the bot has answered the previous turn and gone quiet
+    say do you deliver
+    barge-in 1.2 where are you        # speak 1.2 s after the bot's reply starts, over it
+
+`run_script` plays it on a `PhoneCall` line (one 20 ms frame every 20 ms, silence in between), groups the bot's
+audio into bursts (a gap of 400 ms, or a StopAudio, ends one), prints a live transcript and measures: time to
+answer, end of caller speech -> first bot audio per turn, and for barge-ins caller speech start -> StopAudio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from callbot.local.phone import PhoneCall, Utterance
+from callbot.local.telephone import TelephoneLeg, playout, write_wav
+
+if TYPE_CHECKING:
+    from callbot.local.speech import Speaker
+
+BURST_GAP_S = 0.4
+CALLER_VOICE = ("en-us", 175, 60)
+"""The simulated caller's espeak voice, words per minute and pitch (recognised exactly by the stand-in)."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    text: str  # what the caller says (for recorded audio: a label)
+    audio: bytes | None = None  # recorded audio at the media rate; None: synthesised from ``text``
+    pause_s: float = 0.0
+    barge_in_s: float | None = None  # speak this long after the bot's reply starts, interrupting it
+
+
+def caller_speaker() -> Speaker:
+    from callbot.local.speech import Speaker  # the 'local' extra
+
+    return Speaker(CALLER_VOICE[0], rate_wpm=CALLER_VOICE[1], pitch=CALLER_VOICE[2])
+
+
+def parse_script(text: str) -> list[Turn]:
+    """Turns from the text form (see the module docstring); ``ValueError`` names the bad line."""
+    turns: list[Turn] = []
+    pause = 0.0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        word, _, rest = line.partition(" ")
+        rest = rest.strip()
+        try:
+            if word == "pause":
+                pause += float(rest)
+            elif word == "say" and rest:
+                turns.append(Turn(rest, pause_s=pause))
+                pause = 0.0
+            elif word == "barge-in":
+                delay, _, said = rest.partition(" ")
+                if not said.strip():
+                    raise ValueError("barge-in needs a delay and what to say")
+                turns.append(Turn(said.strip(), pause_s=pause, barge_in_s=float(delay)))
+                pause = 0.0
+            else:
+                raise ValueError(f"unknown directive {word!r} (pause, say, barge-in)")
+        except ValueError as exc:
+            raise ValueError(f"script line {number}: {exc}") from None
+    if not turns:
+        raise ValueError("the script has no turns")
+    return turns
+
+
+@dataclass
+class Burst:
+    """Bot audio without a gap of `BURST_GAP_S`: one reply as the caller heard it."""
+
+    start: float
+    last: float
+    audio: bytearray = field(default_factory=bytearray)
+    stopped_at: float | None = None  # a StopAudio ended it
+
+
+@dataclass
+class TurnResult:
+    turn: Turn
+    utterance: Utterance
+    reply: Burst | None = None
+    stop_at: float | None = None  # barge-ins: the StopAudio that followed the caller's speech
+    audio_after_stop: bool = False
+
+    @property
+    def answered(self) -> bool:
+        return self.reply is not None
+
+    @property
+    def response_s(self) -> float | None:
+        return None if self.reply is None else self.reply.start - self.utterance.speech_end_at
+
+    @property
+    def barge_in_s(self) -> float | None:
+        return None if self.stop_at is None else self.stop_at - self.utterance.speech_at
+
+    @property
+    def stopped_bot(self) -> bool:
+        return self.stop_at is not None and not self.audio_after_stop
+
+
+class Transcript:
+    """Timestamped lines (seconds since ``t0``), each passed to ``sink`` as it is added."""
+
+    def __init__(self, t0: float, sink: Callable[[str], None] | None = None) -> None:
+        self.t0 = t0
+        self.sink = sink
+        self.lines: list[str] = []
+
+    def add(self, at: float, who: str, text: str) -> None:
+        line = f"[{at - self.t0:6.2f}s] {who}{':' if who != '**' else ''} {text}"
+        self.lines.append(line)
+        if self.sink is not None:
+            self.sink(line)
+
+
+BotText = Callable[[Burst], Awaitable[str]]
+
+
+class BotMonitor:
+    """Groups the bot audio received on a call into bursts, live; `on_burst` runs (as a task) as each ends."""
+
+    def __init__(self, call: PhoneCall, on_burst: Callable[[Burst], Coroutine[Any, Any, None]] | None = None
+                 ) -> None:  # fmt: skip
+        self.call = call
+        self.bursts: list[Burst] = []
+        self._open: Burst | None = None
+        self._index = 0
+        self._on_burst = on_burst
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def scan(self, now: float) -> None:
+        received = self.call.received
+        while self._index < len(received):
+            r = received[self._index]
+            self._index += 1
+            if r.kind == "AudioData":
+                if self._open is not None and r.at - self._open.last > BURST_GAP_S:
+                    self._close()
+                if self._open is None:
+                    self._open = Burst(r.at, r.at)
+                    self.bursts.append(self._open)
+                self._open.last = r.at
+                self._open.audio += r.audio
+            elif r.kind == "StopAudio" and self._open is not None:
+                self._open.stopped_at = r.at
+                self._close()
+        if self._open is not None and now - self._open.last > BURST_GAP_S:
+            self._close()
+
+    def _close(self) -> None:
+        burst, self._open = self._open, None
+        if burst is not None and self._on_burst is not None:
+            self._tasks.append(asyncio.create_task(self._on_burst(burst)))
+
+    async def run(self) -> None:
+        while True:
+            self.scan(time.monotonic())
+            await asyncio.sleep(0.02)
+
+    async def finish(self) -> None:
+        self.scan(time.monotonic())
+        self._close()
+        await asyncio.gather(*self._tasks)
+
+    @property
+    def quiet_since(self) -> float | None:
+        """When the bot went quiet (None: speaking)."""
+        if self._open is not None:
+            return None
+        return self.bursts[-1].last if self.bursts else 0.0
+
+    async def wait_reply(self, after: float, timeout: float) -> Burst | None:  # noqa: ASYNC109
+        """The first burst starting after ``after`` (waiting up to ``timeout`` s for it); None if none came."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = next((b for b in self.bursts if b.start >= after), None)
+            if found is not None or time.monotonic() >= deadline or self.call.closed.is_set():
+                return found
+            await asyncio.sleep(0.02)
+
+    async def wait_quiet(self, quiet_s: float, timeout: float = 60.0) -> None:  # noqa: ASYNC109
+        """Until the bot has been silent for ``quiet_s``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.call.closed.is_set():
+            since = self.quiet_since
+            if since is not None and time.monotonic() - since >= quiet_s:
+                return
+            await asyncio.sleep(0.02)
+
+
+@dataclass
+class CallReport:
+    call: PhoneCall
+    turns: list[TurnResult]
+    bursts: list[Burst]
+    transcript: Transcript
+    greeting: Burst | None
+
+    @property
+    def time_to_answer_s(self) -> float:
+        return self.call.answered_at - self.call.placed_at
+
+    @property
+    def ok(self) -> bool:
+        return all(t.answered for t in self.turns) and all(t.stopped_bot for t in self.turns
+                                                            if t.turn.barge_in_s is not None)  # fmt: skip
+
+    def summary(self) -> list[str]:
+        lines = [f"time to answer: {self.time_to_answer_s * 1000:.0f} ms (IncomingCall -> answer)"]
+        if self.greeting is not None:
+            lines.append(f"greeting: first audio {self.greeting.start - self.call.connected_at:.2f} s after the "
+                         "media socket opened")  # fmt: skip
+        for number, result in enumerate(self.turns, start=1):
+            said = f'turn {number} "{result.turn.text}"'
+            if result.response_s is None:
+                lines.append(f"{said}: NOT ANSWERED")
+            else:
+                lines.append(f"{said}: end of caller speech -> first bot audio {result.response_s * 1000:.0f} ms")
+            if result.turn.barge_in_s is not None:
+                if result.barge_in_s is None:
+                    lines.append(f"barge-in (turn {number}): NO StopAudio (was the bot speaking?)")
+                else:
+                    verdict = "" if result.stopped_bot else ", but bot audio went on"
+                    lines.append(f"barge-in (turn {number}): caller speech start -> StopAudio "
+                                 f"{result.barge_in_s * 1000:.0f} ms{verdict}")  # fmt: skip
+        return lines
+
+
+async def run_script(
+    call: PhoneCall,
+    turns: list[Turn],
+    *,
+    transcript: Transcript,
+    bot_text: BotText | None = None,
+    speaker: Speaker | None = None,
+    greeting_wait_s: float = 5.0,
+    reply_timeout_s: float = 10.0,
+    quiet_s: float = 0.7,
+) -> CallReport:
+    """Play ``turns`` on ``call``'s line and report (the call stays up: hang up afterwards)."""
+    speaker = speaker or caller_speaker()
+
+    async def on_burst(burst: Burst) -> None:
+        text = await bot_text(burst) if bot_text is not None else f"({len(burst.audio) // 2 / call.sample_rate:.1f} s)"
+        transcript.add(burst.start, "bot", text + (" [stopped]" if burst.stopped_at is not None else ""))
+
+    monitor = BotMonitor(call, on_burst)
+    watcher = asyncio.create_task(monitor.run())
+    call.start_line()
+    results: list[TurnResult] = []
+    try:
+        greeting = await monitor.wait_reply(call.connected_at, greeting_wait_s)
+        if greeting is not None:
+            await monitor.wait_quiet(quiet_s)
+        for turn in turns:
+            pcm = turn.audio if turn.audio is not None else await speaker.synthesize_async(turn.text, call.sample_rate)
+            if results:
+                reply = await monitor.wait_reply(results[-1].utterance.speech_end_at, reply_timeout_s)
+                if turn.barge_in_s is not None and reply is not None:
+                    await asyncio.sleep(max(0.0, reply.start + turn.barge_in_s - time.monotonic()))
+                else:
+                    await monitor.wait_quiet(quiet_s)
+            await asyncio.sleep(turn.pause_s)
+            result = TurnResult(turn, await call.say(pcm))
+            results.append(result)
+            transcript.add(result.utterance.speech_at, "caller", turn.text)
+            if turn.barge_in_s is not None:
+                _judge_barge_in(call, result)
+                if result.barge_in_s is not None:
+                    transcript.add(result.stop_at or 0.0, "**", f"caller barged in: bot stopped after "
+                                   f"{result.barge_in_s * 1000:.0f} ms")  # fmt: skip
+        if results:
+            await monitor.wait_reply(results[-1].utterance.speech_end_at, reply_timeout_s)
+        await monitor.wait_quiet(quiet_s)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    await monitor.finish()
+    for index, result in enumerate(results):
+        until = results[index + 1].utterance.speech_at if index + 1 < len(results) else float("inf")
+        result.reply = next((b for b in monitor.bursts if result.utterance.speech_end_at < b.start < until), None)
+    first = results[0].utterance.speech_at if results else float("inf")
+    greeting = next((b for b in monitor.bursts if b.start < first), None)
+    return CallReport(call, results, monitor.bursts, transcript, greeting)
+
+
+def _judge_barge_in(call: PhoneCall, result: TurnResult) -> None:
+    speech = result.utterance
+    stop = next((r for r in call.received if r.kind == "StopAudio" and r.at >= speech.speech_at - 0.02), None)
+    if stop is None:
+        return
+    result.stop_at = stop.at
+    result.audio_after_stop = any(r.kind == "AudioData" and stop.at < r.at <= speech.speech_end_at
+                                  for r in call.received)  # fmt: skip
+
+
+def call_channels(call: PhoneCall) -> tuple[bytes, bytes]:
+    """The caller channel (as ACS delivered it to callbot) and the bot channel (as the caller heard it, through
+    the telephone leg when the call has one), from the moment the media socket opened (the transcript's time
+    zero). Blocking (CPU)."""
+    start = call.connected_at
+    bot = playout(((r.at, r.kind, r.audio) for r in call.received), start, call.sample_rate)
+    if call.leg is not None:
+        bot = TelephoneLeg(call.sample_rate).frames(bot, call.frame_bytes)
+    lead = round(((call.line_started_at or start) - start) * call.sample_rate)
+    return bytes(2 * max(0, lead)) + bytes(call.caller_audio), bot
+
+
+def write_call_wav(call: PhoneCall, path: Path, bot_path: Path | None = None) -> float:
+    """Two channels (caller left, bot right) at the media rate, and optionally the bot channel alone; returns
+    the duration in seconds. Blocking (file I/O)."""
+    caller, bot = call_channels(call)
+    if bot_path is not None:
+        write_wav(bot_path, call.sample_rate, bot)
+    return write_wav(path, call.sample_rate, caller, bot)

@@ -1,0 +1,150 @@
+"""The built-in offline Voice Live stand-in: the local protocol server with offline speech behind it.
+
+``callbot serve`` without ``AZURE_VOICELIVE_ENDPOINT`` and ``callbot demo`` run it in-process on a free loopback
+port; the real ``azure-ai-voicelive`` SDK connects to it unchanged. Per session, :class:`~callbot.local.agent.
+LocalAgent` detects speech (webrtcvad, with the session's threshold / padding / silence settings), recognises it
+(pocketsphinx with a phrase model built from the instructions), answers with the deterministic FAQ responder of
+:mod:`callbot.local.faq` (not an LLM) and speaks (espeak-ng).
+
+Contract used by :mod:`callbot.services`: ``standin = await start_standin(settings)``, then ``standin.url`` (the
+endpoint), ``standin.credential`` (an ``AzureKeyCredential`` the stand-in accepts) and ``await standin.stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from azure.core.credentials import AzureKeyCredential
+
+from callbot.config import Settings
+from callbot.local.voicelive_server import ServerSession, VoiceLiveServer
+
+try:
+    from callbot.local.agent import LocalAgent
+    from callbot.local.faq import caller_phrases
+    from callbot.local.speech import Recognizer, Speaker
+except ImportError as exc:  # webrtcvad, pocketsphinx, espeak-ng
+    raise ImportError(f"the offline Voice Live stand-in needs the 'local' extra: pip install 'callbot[local]' "
+                      f"({exc.name or exc} is missing), or set AZURE_VOICELIVE_ENDPOINT") from exc
+
+log = logging.getLogger(__name__)
+
+BOT_VOICE = ("en-us", 170, 35)
+"""The bot's espeak voice, words per minute and pitch: lower than the simulated caller's, and recognised
+exactly by the phrase recogniser (measured: other variants such as ``+f3`` lose words)."""
+MAX_CACHED_RECOGNIZERS = 8
+StandinEventKind = Literal["speech_started", "speech_stopped", "heard", "reply"]
+
+
+@dataclass(frozen=True)
+class StandinEvent:
+    """Something a stand-in session did, for observers (the demo): ``at`` is ``time.monotonic()``."""
+
+    at: float
+    session_id: str
+    kind: StandinEventKind
+    text: str = ""
+    audio_ms: int | None = None
+
+
+Listener = Callable[[StandinEvent], None]
+
+
+class Standin:
+    """The offline Voice Live service (start it, or use it as an async context manager); see the module docstring.
+
+    ``realtime_factor``: pacing of response audio deltas (0.5: twice as fast as real time, as the service
+    streams ahead of playback). ``accept_bearer``: also accept any ``Authorization: Bearer`` token (the SDK's
+    Entra path); the API key is always accepted.
+    """
+
+    def __init__(
+        self,
+        instructions: str = "",
+        *,
+        api_key: str | None = None,
+        accept_bearer: bool = False,
+        realtime_factor: float = 0.5,
+        chunk_ms: int = 100,
+        speaker: Speaker | None = None,
+        keep_history: bool = False,
+    ) -> None:
+        self.instructions = instructions
+        self.credential = AzureKeyCredential(api_key or secrets.token_urlsafe(32))
+        self.realtime_factor = realtime_factor
+        self.chunk_ms = chunk_ms
+        self.speaker = speaker or Speaker(BOT_VOICE[0], rate_wpm=BOT_VOICE[1], pitch=BOT_VOICE[2])
+        self.server = VoiceLiveServer(
+            api_key=self.credential.key,
+            accept_bearer=accept_bearer,
+            behaviour_factory=self._agent,
+            keep_history=keep_history,
+        )
+        self._recognizers: dict[tuple[str, ...], asyncio.Task[Recognizer]] = {}
+        self._listeners: list[Listener] = []
+
+    def _agent(self, session: ServerSession) -> LocalAgent:
+        return LocalAgent(session, self)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        await self.server.start(host, port)
+        await self.recognizer(self.instructions)  # warm up: the first call should not wait for the model
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        for task in self._recognizers.values():
+            task.cancel()
+        await asyncio.gather(*self._recognizers.values(), return_exceptions=True)
+        self._recognizers.clear()
+
+    async def __aenter__(self) -> Standin:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def recognizer(self, instructions: str) -> Recognizer:
+        """The phrase recogniser for ``instructions`` (built once in a worker thread, then shared)."""
+        phrases = tuple(caller_phrases(instructions))
+        task = self._recognizers.get(phrases)
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            while len(self._recognizers) >= MAX_CACHED_RECOGNIZERS:
+                self._recognizers.pop(next(iter(self._recognizers)))
+            task = asyncio.get_running_loop().create_task(Recognizer.create(phrases))
+            self._recognizers[phrases] = task
+        return await asyncio.shield(task)
+
+    # -- observers -----------------------------------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def emit(self, session: ServerSession, kind: StandinEventKind, text: str = "", audio_ms: int | None = None
+             ) -> None:  # fmt: skip
+        event = StandinEvent(time.monotonic(), session.id, kind, text, audio_ms)
+        for listener in list(self._listeners):
+            listener(event)
+
+
+async def start_standin(settings: Settings, **options: Any) -> Standin:
+    """Start the stand-in on a free loopback port for ``settings`` (its instructions build the vocabulary)."""
+    standin = Standin(settings.instructions(), **options)
+    await standin.start()
+    log.info("offline Voice Live stand-in listening on %s: webrtcvad + pocketsphinx + espeak-ng, replies from "
+             "the FAQ in the instructions (a deterministic local responder, not an LLM)", standin.url)
+    return standin

@@ -1,0 +1,43 @@
+"""`callbot demo`, the README's first command: one offline phone call end to end, as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+import wave
+from pathlib import Path
+
+from callbot.local.demo import BAKERY_GREETING, BAKERY_INSTRUCTIONS
+from callbot.local.faq import parse_faq
+
+
+async def test_demo_call_is_heard_answered_and_interrupted(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "ACS_", "CALLBOT_"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "callbot", "demo", "--out", "out", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 90)
+    out = stdout.decode()
+    assert proc.returncode == 0, out + stderr.decode()
+    answers = {e.questions[0]: e.answer for e in parse_faq(BAKERY_INSTRUCTIONS)}
+    transcript = [line for line in out.splitlines() if re.match(r"\[\s*\d+\.\d\ds\] ", line)]
+    said = [line.split("] ", 1)[1] for line in transcript]
+    assert said[0] == f"bot: {BAKERY_GREETING}"
+    assert said[1:3] == ["caller: what are your opening hours", f"bot: {answers['What are your opening hours?']}"]
+    assert said[3] == "caller: do you deliver"
+    assert said[4].startswith("bot: Yes, we deliver") and said[4].endswith("... [stopped]")
+    assert said[5] == "caller: where are you"
+    barge_in = re.fullmatch(r"\*\* caller barged in: bot stopped after (\d+) ms", said[6])
+    assert barge_in and int(barge_in.group(1)) < 1000
+    assert said[7] == f"bot: {answers['Where are you?']}"
+    times = [float(line[1:8].rstrip("s")) for line in transcript]
+    assert times[:6] == sorted(times[:6])
+    for number in (1, 2, 3):
+        assert re.search(rf"turn {number} \".+\": end of caller speech -> first bot audio \d+ ms", out)
+    assert "time to answer:" in out and "PASS" in out
+    with wave.open(str(tmp_path / "out" / "demo-call.wav")) as wav:
+        assert wav.getnchannels() == 2 and wav.getnframes() > wav.getframerate() * 10
+    recordings = list((tmp_path / "out" / "demo-recordings").glob("*.jsonl"))
+    assert len(recordings) == 1 and f"call recording: {Path('out', 'demo-recordings', recordings[0].name)}" in out
