@@ -19,7 +19,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from callbot.acs import media
 from callbot.bridge.core import AcsAudio, AcsStop, Action, BridgeCore, CoreConfig, HangUp, VlSend
 from callbot.config import Settings
-from callbot.voicelive.connection import SendError, VoiceLiveConnector, VoiceLiveUnavailable, receive_event
+from callbot.voicelive.connection import (
+    SendError,
+    VoiceLiveConnector,
+    VoiceLiveUnavailable,
+    receive_event,
+    send_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +338,7 @@ class CallBridge:
         while True:
             event = await self.outbox.get()
             try:
-                await conn.send(event)
+                await send_event(conn, event)
             except SendError:
                 log.warning("call %s: sending to Voice Live failed; closing the session", self.call_id)
                 self.outbox.items.appendleft(event)
