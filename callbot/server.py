@@ -11,10 +11,18 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.applications import Starlette
+
+if TYPE_CHECKING:
+    from callbot.config import Settings
+    from callbot.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -49,3 +57,48 @@ class DrainingServer(uvicorn.Server):
             await services.drain(services.settings.callbot_drain_seconds)
         finally:
             self.should_exit = True
+
+
+@dataclass
+class InProcess:
+    url: str
+    settings: Settings
+    app: Starlette
+    server: uvicorn.Server
+
+    @property
+    def services(self) -> Services:
+        services: Services = self.app.state.services
+        return services
+
+
+@asynccontextmanager
+async def serve_in_process(make_settings: Callable[[int], Settings]) -> AsyncIterator[InProcess]:
+    """callbot's app under uvicorn on a free loopback port, in this event loop (the demo and the tests).
+    `make_settings(port)` builds the settings once the port is known (the public URL needs it)."""
+    from callbot.app import create_app
+    from callbot.cli import WS_MAX_BYTES
+
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without it every
+    # small response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    settings = make_settings(port)
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_config=None, ws_max_size=WS_MAX_BYTES, lifespan="on", access_log=False,
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("callbot exited during start-up")
+            await asyncio.sleep(0.01)
+        yield InProcess(f"http://127.0.0.1:{port}", settings, app, server)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+        sock.close()

@@ -84,6 +84,16 @@ async def eventually(predicate: Any, timeout: float = 5.0, what: str = "conditio
         await asyncio.sleep(0.01)
 
 
+async def answered_call(phone: PhoneNetwork, cb: Running) -> AnsweredCall:
+    """An answered call whose media socket is not open yet (and no callback sent)."""
+    event = phone.acs.incoming_call_event()
+    status, _ = await post_webhook(cb, [event])
+    assert status == 200
+    await phone.acs.wait_for("answer")
+    context = event["data"]["incomingCallContext"]
+    return next(c for c in phone.acs.calls.values() if c.incoming_call_context == context)
+
+
 async def connect_media(phone: PhoneNetwork, answered: AnsweredCall, *, metadata: bool = True) -> PhoneCall:
     """Open the media socket exactly as ACS does (headers, ACS-signed JWT) and start recording what comes back."""
     assert phone.http is not None and answered.transport_url
@@ -371,3 +381,20 @@ async def test_readyz_is_503_with_reasons_when_acs_is_not_configured(voicelive: 
             problems = (await resp.json())["problems"]
         assert any("ACS" in p and "not configured" in p for p in problems), problems
         assert "ACS_RESOURCE_ID not set" in problems
+
+
+@pytest.mark.parametrize("streaming_elsewhere", [False, True], ids=["no-media-anywhere", "media-on-another-replica"])
+async def test_no_media_socket_hangs_up_unless_acs_streams_to_another_replica(
+        phone: PhoneNetwork, voicelive: VoiceLiveServer, monkeypatch: pytest.MonkeyPatch,
+        streaming_elsewhere: bool) -> None:
+    monkeypatch.setattr("callbot.services.MEDIA_CONNECT_TIMEOUT_S", 0.5)
+    async with run_callbot(azure_voicelive_endpoint=voicelive.url, **phone_env(phone)) as cb:
+        answered = await answered_call(phone, cb)
+        session = await voicelive.wait_for_session()  # opened at answer time, before any media socket
+        if streaming_elsewhere:  # ACS connected the call and its media went to another replica
+            await phone.acs.post_callback(answered.callback_uri, "CallConnected", answered.call_connection_id,
+                                          authorization=phone.authorization())
+        await eventually(lambda: not cb.services.registry.calls, 5, "call released")
+        await asyncio.wait_for(session.closed.wait(), 2)
+        terminated = [r for r in phone.acs.requests if r.kind == "terminate"]
+        assert bool(terminated) is not streaming_elsewhere

@@ -20,12 +20,13 @@ import orjson
 import pytest
 
 from callbot.local.acs_identity import LocalAcsIdentity
-from callbot.local.acs_server import AnsweredCall, subscription_validation_event
+from callbot.local.acs_server import subscription_validation_event
 from callbot.local.phone import PhoneNetwork, audio_message
 from callbot.local.voicelive_server import VoiceLiveServer
 from callbot.security import CallTokenSigner
-from tests.harness import WEBHOOK_SECRET, Running, run_callbot
+from tests.harness import WEBHOOK_SECRET, run_callbot
 from tests.test_app_calls import (
+    answered_call,
     call_id_of,
     connect_media,
     converse,
@@ -73,16 +74,6 @@ def bad_authorizations(phone: PhoneNetwork, stranger: LocalAcsIdentity) -> dict[
     out: dict[str, str | None] = {name: None if t is None else f"Bearer {t}" for name, t in tokens.items()}
     out["not-bearer"] = f"Basic {valid}"
     return out
-
-
-async def answered_call(phone: PhoneNetwork, cb: Running) -> AnsweredCall:
-    """An answered call whose media socket is not open yet (and no callback sent)."""
-    event = phone.acs.incoming_call_event()
-    status, _ = await post_webhook(cb, [event])
-    assert status == 200
-    await phone.acs.wait_for("answer")
-    context = event["data"]["incomingCallContext"]
-    return next(c for c in phone.acs.calls.values() if c.incoming_call_context == context)
 
 
 async def ws_outcome(url: str, authorization: str | None) -> int | str:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from azure.communication.callautomation import (
     AudioFormat,
+    CallConnectionProperties,
     MediaStreamingAudioChannelType,
     MediaStreamingContentType,
     MediaStreamingOptions,
@@ -199,31 +200,29 @@ class CallControl:
         logger.info("hung up call connection %s", call_connection_id)
         return True
 
-    async def get_state(self, call_connection_id: str) -> str | None:
-        """The call connection state (``connecting``, ``connected``, ...), or None when the call is gone."""
+    async def _properties(self, call_connection_id: str) -> CallConnectionProperties | None:
+        """The call connection's properties, or None when the call is gone."""
         connection = self._client.get_call_connection(call_connection_id)
         try:
-            properties = await connection.get_call_properties()
+            return await connection.get_call_properties()
         except HttpResponseError as exc:
             if _is_gone(exc):
                 return None
             raise _error_from(exc, "get call") from None
         except AzureError as exc:
             raise _error_from(exc, "get call") from None
-        state = properties.call_connection_state
+
+    async def get_state(self, call_connection_id: str) -> str | None:
+        """The call connection state (``connecting``, ``connected``, ...), or None when the call is gone."""
+        properties = await self._properties(call_connection_id)
+        state = properties.call_connection_state if properties is not None else None
         return str(state.value if hasattr(state, "value") else state) if state is not None else None
 
     async def media_streaming_active(self, call_connection_id: str) -> bool | None:
         """Whether ACS is streaming this call's media somewhere (to any replica); None when the call is gone."""
-        connection = self._client.get_call_connection(call_connection_id)
-        try:
-            properties = await connection.get_call_properties()
-        except HttpResponseError as exc:
-            if _is_gone(exc):
-                return None
-            raise _error_from(exc, "get call") from None
-        except AzureError as exc:
-            raise _error_from(exc, "get call") from None
+        properties = await self._properties(call_connection_id)
+        if properties is None:
+            return None
         subscription = properties.media_streaming_subscription
         state = getattr(subscription, "state", None) if subscription is not None else None
         return str(getattr(state, "value", state)).lower() == "active"

@@ -15,22 +15,18 @@ import contextlib
 import importlib.util
 import logging
 import secrets
-import socket
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import uvicorn
 
 from callbot.config import Settings
 from callbot.local.asr import normalize_words
 from callbot.local.phone import PhoneNetwork
 from callbot.local.simulator import Burst, CallReport, Transcript, Turn, run_script, write_call_wav
 from callbot.local.standin import Standin, StandinEvent
-from callbot.services import Services
+from callbot.server import serve_in_process
 
 log = logging.getLogger(__name__)
 
@@ -75,33 +71,6 @@ class DemoResult:
 
 def recording_supported() -> bool:
     return importlib.util.find_spec("callbot.recording") is not None
-
-
-@asynccontextmanager
-async def serve_in_process(make_settings: Callable[[int], Settings]) -> AsyncIterator[tuple[str, Services]]:
-    """callbot's app under uvicorn on a free loopback port; yields its base URL and its services."""
-    from callbot.app import create_app
-    from callbot.cli import WS_MAX_BYTES
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = create_app(make_settings(port))
-    config = uvicorn.Config(app, log_config=None, ws_max_size=WS_MAX_BYTES, lifespan="on", access_log=False,
-                            timeout_graceful_shutdown=5)  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("callbot exited during start-up")
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}", app.state.services
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
-        sock.close()
 
 
 def demo_settings(port: int, phone: PhoneNetwork, secret: str, out_dir: Path, **overrides: Any) -> Settings:
@@ -170,7 +139,8 @@ async def run_demo(
         def make(port: int) -> Settings:
             return demo_settings(port, phone, secret, out_dir, **overrides)
 
-        async with serve_in_process(make) as (url, services):
+        async with serve_in_process(make) as served:
+            url, services = served.url, served.services
             standin: Standin = services.standin
             standin.add_listener(events.append)
             call = await phone.place_call(url, secret)
