@@ -83,8 +83,13 @@ class Services:
         s = self.settings
         endpoint = s.azure_voicelive_endpoint
         if s.offline:
-            from callbot.local.standin import start_standin
-
+            try:
+                from callbot.local.standin import start_standin
+            except ImportError as exc:
+                raise RuntimeError(
+                    f"AZURE_VOICELIVE_ENDPOINT is not set and the offline Voice Live stand-in cannot load ({exc}): "
+                    "set AZURE_VOICELIVE_ENDPOINT, or install the offline extra: pip install 'callbot[local]'"
+                ) from None
             self.standin = await start_standin(s)
             endpoint = self.standin.url
             log.info("no AZURE_VOICELIVE_ENDPOINT: using the built-in offline Voice Live stand-in at %s "
