@@ -382,7 +382,8 @@ class BridgeCore:
         item = self.items.get(item_id)
         if item is None:
             item = self.items[item_id] = _Item(item_id, rid)
-        item.content_index = ev.get("content_index") if isinstance(ev.get("content_index"), int) else 0  # type: ignore[assignment]
+        content_index = ev.get("content_index")
+        item.content_index = content_index if isinstance(content_index, int) else 0
         item.received_ms += len(pcm) / self.bytes_per_ms
         if self.framer_item is not item:
             self._flush_framer()
