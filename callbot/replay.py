@@ -24,7 +24,8 @@ import numpy as np
 import orjson
 
 from callbot.acs import media
-from callbot.bridge.core import FRAME_MS, AcsAudio, AcsStop, Action, BridgeCore, CoreConfig, HangUp, VlSend
+from callbot.bridge.core import AcsAudio, AcsStop, Action, BridgeCore, CoreConfig, HangUp, VlSend
+from callbot.bridge.playback import FRAME_MS
 from callbot.recording import ACS_IN, ACS_OUT, META, VL_IN, VL_OUT, Record, Recording, RecordingError, load_recording
 
 CoreFactory = Callable[[CoreConfig], BridgeCore]

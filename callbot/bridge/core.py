@@ -4,10 +4,8 @@ The async glue (`bridge.runner`) feeds it caller audio, Voice Live server events
 (seconds on a monotonic clock) and executes the actions it returns, in order. Because time is passed in, a recorded
 call replays deterministically on a virtual clock.
 
-Playback model. ACS gives no playback acknowledgement, so bot audio is paced: a frame is released only while the audio
-already released and not yet played (the "lead") stays within `lead_ms`. `play_cursor` is the wall time at which the
-released audio finishes playing; everything before `now` has been heard. An item's heard audio is therefore
-`sent_ms - max(0, item_end_at - now)`, exact to within the lead's uncertainty about ACS's own buffering.
+What the caller hears (the paced bot audio queue and the truncation maths) is `bridge.playback`; this module decides
+when: sessions, responses, barge-in, buffering of caller audio, and ending the call.
 """
 
 from __future__ import annotations
@@ -19,13 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from callbot.acs import media
-from callbot.audio.framing import Framer
+from callbot.bridge.actions import AcsAudio, AcsStop, Action, HangUp, VlSend
+from callbot.bridge.playback import FRAME_MS, Playback, PlayItem
 from callbot.config import Settings
 from callbot.voicelive import session as vl
 
 log = logging.getLogger(__name__)
 
-FRAME_MS = 20
+__all__ = ["AcsAudio", "AcsStop", "Action", "BridgeCore", "CoreConfig", "HangUp", "Stats", "Turn", "VlSend"]
+
 GOODBYE = "Our time is up for this call. Thank you for calling, goodbye."
 BENIGN_ERROR_CODES = {"response_cancel_not_active"}
 MAX_RESTORED_TURNS = 40
@@ -33,47 +33,10 @@ MAX_RESTORED_CHARS = 2000
 
 
 @dataclass(slots=True)
-class AcsAudio:
-    """Send one 20 ms PCM frame to ACS. Dropped by the runner if `epoch` is stale (a barge-in happened since)."""
-
-    pcm: bytes
-    epoch: int
-
-
-@dataclass(slots=True)
-class AcsStop:
-    """Send StopAudio to ACS: flush what ACS has buffered of the bot's audio."""
-
-
-@dataclass(slots=True)
-class VlSend:
-    event: dict[str, Any]
-
-
-@dataclass(slots=True)
-class HangUp:
-    reason: str
-
-
-Action = AcsAudio | AcsStop | VlSend | HangUp
-
-
-@dataclass(slots=True)
 class Turn:
     role: str  # "caller" | "bot"
     text: str
     interrupted: bool = False
-
-
-@dataclass(slots=True)
-class _Item:
-    item_id: str
-    response_id: str
-    content_index: int = 0
-    received_ms: float = 0.0
-    sent_ms: float = 0.0
-    end_at: float = 0.0  # scheduled end of its last released frame
-    settled: bool = False  # truncated, from a lost session, or local audio: never truncated
 
 
 @dataclass(slots=True)
@@ -126,30 +89,18 @@ class BridgeCore:
     turns: list[Turn] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.bytes_per_ms = self.cfg.sample_rate * 2 / 1000
-        self.frame_bytes = int(self.bytes_per_ms * FRAME_MS)
-        self.frame_s = FRAME_MS / 1000
-        self.lead_s = self.cfg.lead_ms / 1000
+        self.playback = Playback(self.cfg.sample_rate, self.cfg.lead_ms, self.cfg.max_queue_ms)
         self.ready = False
-        self.media_ready = False  # the ACS media socket is attached: bot audio may be released
         self.greeted = False
-        self.epoch = 0
         self.started_at: float | None = None
         self.ending_since: float | None = None
         self.ended = False
-        self.play_cursor = 0.0
-        self.queue: deque[tuple[_Item, bytes]] = deque()
         self.preconnect: deque[str] = deque(maxlen=max(1, self.cfg.preconnect_buffer_ms // FRAME_MS))
-        self.items: dict[str, _Item] = {}
-        self.framer = Framer(self.frame_bytes)
-        self.framer_item: _Item | None = None
         self.active_response: str | None = None
         self.cancelled: dict[str, None] = {}  # ordered: oldest pruned first
         # Ending: "model" waits for the model's goodbye response to finish playing, "local" for local audio.
         self.ending_via: str | None = None
         self.goodbye_response: str | None = None
-        self.reconnects = 0
-        self.max_queue_frames = self.cfg.max_queue_ms // FRAME_MS
         self.end_reason = ""
         self.unknown_kinds: set[str] = set()
 
@@ -159,42 +110,45 @@ class BridgeCore:
         if self.started_at is None:
             self.started_at = now
 
+    @property
+    def queue(self) -> deque[tuple[PlayItem, bytes]]:
+        """Bot audio waiting to be released (the runner wakes the playout when it stops being empty)."""
+        return self.playback.queue
+
+    @property
+    def epoch(self) -> int:
+        return self.playback.epoch
+
     def media_started(self, now: float) -> None:
         """The ACS media socket is attached. Until then bot audio (e.g. the greeting of a session opened while ACS
         was still connecting the media) waits in the queue, and playback starts from here."""
-        self.media_ready = True
+        self.playback.media_ready = True
 
     def playing(self, now: float) -> bool:
-        return (self.media_ready and bool(self.queue)) or self.play_cursor > now
+        return self.playback.playing(now)
 
     def next_deadline(self) -> float | None:
         """When `tick` next has something to do (None: only new input can create work)."""
         deadlines: list[float] = []
-        if self.queue and self.media_ready:
-            deadlines.append(self.play_cursor + self.frame_s - self.lead_s)
+        release = self.playback.next_release()
+        if release is not None:
+            deadlines.append(release)
         if self.started_at is not None and self.ending_since is None:
             deadlines.append(self.started_at + self.cfg.max_call_seconds)
         if self.ending_since is not None and not self.ended:
             deadlines.append(self.ending_since + self.cfg.goodbye_timeout_s)
             if not self.queue and self._ending_audio_done():
-                deadlines.append(self.play_cursor)
+                deadlines.append(self.playback.play_cursor)
         return min(deadlines) if deadlines else None
 
     def tick(self, now: float) -> list[Action]:
         actions: list[Action] = []
         if self.ended:
             return actions
-        if self.queue and self.media_ready:
-            if self.play_cursor < now:
-                self.play_cursor = now  # nothing buffered at ACS: playback (re)starts now
-            limit = now + self.lead_s + 1e-9
-            while self.queue and self.play_cursor + self.frame_s <= limit:
-                item, frame = self.queue.popleft()
-                self.play_cursor += self.frame_s
-                item.sent_ms += len(frame) / self.bytes_per_ms
-                item.end_at = self.play_cursor
-                self.stats.bot_frames += 1
-                actions.append(AcsAudio(frame, self.epoch))
+        epoch = self.playback.epoch
+        for frame in self.playback.release(now):
+            self.stats.bot_frames += 1
+            actions.append(AcsAudio(frame, epoch))
         self._check_time(now, actions)
         return actions
 
@@ -233,11 +187,7 @@ class BridgeCore:
         elif local_audio:
             actions.extend(self._interrupt(now))
             self.ending_via = "local"
-            item = _Item("local", "local", settled=True)
-            frames = self.framer.push(local_audio)
-            tail = self.framer.flush(pad=True)
-            for frame in [*frames, *([tail] if tail else [])]:
-                self._enqueue(item, frame)
+            self.playback.add_local(local_audio)
         else:
             self.ended = True
             actions.append(HangUp(reason))
@@ -313,8 +263,7 @@ class BridgeCore:
         if self.active_response is not None:
             self.cancelled[self.active_response] = None
             self.active_response = None
-        for item in self.items.values():
-            item.settled = True
+        self.playback.settle_all()
         if self.goodbye_response is not None:
             self.goodbye_response = None
         if unsent_audio:
@@ -344,11 +293,12 @@ class BridgeCore:
             self._prune(now)
         elif etype == "response.output_item.added":
             item_id, rid = _str(ev.get("item"), "id"), ev.get("response_id")
-            if item_id and isinstance(rid, str) and item_id not in self.items:
-                self.items[item_id] = _Item(item_id, rid)
+            if item_id and isinstance(rid, str):
+                self.playback.item(item_id, rid)
         elif etype == "response.audio.done":
-            if self.framer_item is not None and self.framer_item.item_id == ev.get("item_id"):
-                self._flush_framer()
+            item_id = ev.get("item_id")
+            if isinstance(item_id, str):
+                self.playback.flush(item_id=item_id)
         elif etype == "response.done":
             return self._response_done(now, ev)
         elif etype == "conversation.item.input_audio_transcription.completed":
@@ -379,37 +329,19 @@ class BridgeCore:
         except binascii.Error:
             log.warning("call %s: undecodable audio delta skipped", self.cfg.call_id)
             return
-        item = self.items.get(item_id)
-        if item is None:
-            item = self.items[item_id] = _Item(item_id, rid)
+        item = self.playback.item(item_id, rid)
         content_index = ev.get("content_index")
         item.content_index = content_index if isinstance(content_index, int) else 0
-        item.received_ms += len(pcm) / self.bytes_per_ms
-        if self.framer_item is not item:
-            self._flush_framer()
-            self.framer_item = item
-        for frame in self.framer.push(pcm):
-            self._enqueue(item, frame)
-
-    def _enqueue(self, item: _Item, frame: bytes) -> None:
-        if len(self.queue) >= self.max_queue_frames:
-            self.stats.bot_frames_dropped += 1
-            return
-        self.queue.append((item, frame))
-
-    def _flush_framer(self) -> None:
-        if self.framer_item is not None:
-            rest = self.framer.flush(pad=True)
-            if rest:
-                self._enqueue(self.framer_item, rest)
-        self.framer_item = None
+        dropped = self.playback.dropped
+        self.playback.add(item, pcm)
+        self.stats.bot_frames_dropped += self.playback.dropped - dropped
 
     def _response_done(self, now: float, ev: dict[str, Any]) -> list[Action]:
         response = ev.get("response") if isinstance(ev.get("response"), dict) else {}
         rid = _str(response, "id")
         status = _str(response, "status")
-        if self.framer_item is not None and self.framer_item.response_id == rid:
-            self._flush_framer()
+        if rid:
+            self.playback.flush(response_id=rid)
         if rid and rid == self.active_response:
             self.active_response = None
         if rid and rid == self.goodbye_response:
@@ -432,38 +364,27 @@ class BridgeCore:
         return actions
 
     def _interrupt(self, now: float) -> list[Action]:
+        """Stop the bot now: StopAudio (only when something plays), cancel the response in progress, truncate each
+        item cut short at what the caller heard; later deltas of those responses are discarded."""
+        was_playing, heard, responses = self.playback.interrupt(now)
         actions: list[Action] = []
-        if self.playing(now):
+        if was_playing:
             actions.append(AcsStop())
             self.stats.stop_audio += 1
-        self.queue.clear()
-        self.framer.clear()
-        self.framer_item = None
-        self.epoch += 1
         if self.active_response is not None:
             self.cancelled[self.active_response] = None
             actions.append(VlSend(vl.cancel_response(self.active_response)))
             self.stats.cancels += 1
             self.active_response = None
-        for item in self.items.values():
-            if item.settled:
-                continue
-            item.settled = True
-            self.cancelled[item.response_id] = None
-            unplayed_ms = max(0.0, (item.end_at - now) * 1000) if item.sent_ms else 0.0
-            heard = int(min(max(0.0, item.sent_ms - unplayed_ms), item.received_ms))
-            if 0 < heard < int(item.received_ms):
-                actions.append(VlSend(vl.truncate(item.item_id, item.content_index, heard)))
-                self.stats.truncates += 1
-        self.play_cursor = min(self.play_cursor, now)
+        for rid in responses:
+            self.cancelled[rid] = None
+        for cut in heard:
+            actions.append(VlSend(vl.truncate(cut.item.item_id, cut.item.content_index, cut.audio_end_ms)))
+            self.stats.truncates += 1
         return actions
 
     def _prune(self, now: float) -> None:
-        """Forget items that are fully played (nothing left to truncate), keeping memory flat over long calls."""
-        done = [k for k, it in self.items.items() if it.settled or (it.sent_ms >= it.received_ms and it.end_at <= now
-                                                                       and it is not self.framer_item)]
-        for k in done:
-            del self.items[k]
+        self.playback.prune(now)
         while len(self.cancelled) > 64:
             del self.cancelled[next(iter(self.cancelled))]
 

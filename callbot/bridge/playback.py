@@ -1,0 +1,163 @@
+"""What the caller hears: the bot's audio queue, its real-time pacing, and what was heard when it stops.
+
+Pure, like the core that owns it: `now` is passed in. ACS gives no playback acknowledgement, so bot audio is paced:
+a frame is released only while the audio already released and not yet played (the "lead") stays within `lead_s`.
+`play_cursor` is the wall time at which the released audio finishes playing; everything before `now` has been heard.
+An item's heard audio is therefore `sent_ms - max(0, item_end_at - now)`, exact to within the lead's uncertainty about
+ACS's own buffering.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from callbot.audio.framing import Framer
+
+FRAME_MS = 20
+
+
+@dataclass(slots=True)
+class PlayItem:
+    """One assistant audio item (or local audio) on its way to the caller."""
+
+    item_id: str
+    response_id: str
+    content_index: int = 0
+    received_ms: float = 0.0
+    sent_ms: float = 0.0
+    end_at: float = 0.0  # scheduled end of its last released frame
+    settled: bool = False  # truncated, from a lost session, or local audio: never truncated
+
+
+@dataclass(slots=True)
+class Heard:
+    """An interrupted item and how much of it the caller heard: the truncate position."""
+
+    item: PlayItem
+    audio_end_ms: int
+
+
+class Playback:
+    def __init__(self, sample_rate: int, lead_ms: int, max_queue_ms: int) -> None:
+        self.bytes_per_ms = sample_rate * 2 / 1000
+        self.frame_bytes = int(self.bytes_per_ms * FRAME_MS)
+        self.frame_s = FRAME_MS / 1000
+        self.lead_s = lead_ms / 1000
+        self.max_queue_frames = max_queue_ms // FRAME_MS
+        self.media_ready = False  # the ACS media socket is attached: audio may be released
+        self.epoch = 0  # bumped by every interruption: frames released before it must not be sent
+        self.play_cursor = 0.0
+        self.queue: deque[tuple[PlayItem, bytes]] = deque()
+        self.items: dict[str, PlayItem] = {}
+        self.framer = Framer(self.frame_bytes)
+        self.framer_item: PlayItem | None = None
+        self.dropped = 0
+
+    def playing(self, now: float) -> bool:
+        return (self.media_ready and bool(self.queue)) or self.play_cursor > now
+
+    def next_release(self) -> float | None:
+        if self.queue and self.media_ready:
+            return self.play_cursor + self.frame_s - self.lead_s
+        return None
+
+    # -- audio in ----------------------------------------------------------------------------------------------
+
+    def item(self, item_id: str, response_id: str) -> PlayItem:
+        item = self.items.get(item_id)
+        if item is None:
+            item = self.items[item_id] = PlayItem(item_id, response_id)
+        return item
+
+    def add(self, item: PlayItem, pcm: bytes) -> None:
+        """Model audio for `item`: re-framed into 20 ms frames, leftovers carried to the next delta of the item."""
+        item.received_ms += len(pcm) / self.bytes_per_ms
+        if self.framer_item is not item:
+            self.flush()
+            self.framer_item = item
+        for frame in self.framer.push(pcm):
+            self._enqueue(item, frame)
+
+    def flush(self, item_id: str | None = None, response_id: str | None = None) -> None:
+        """The item's (or response's, or any) audio is complete: its last partial frame is padded and queued."""
+        current = self.framer_item
+        if current is None:
+            return
+        if item_id is not None and current.item_id != item_id:
+            return
+        if response_id is not None and current.response_id != response_id:
+            return
+        rest = self.framer.flush(pad=True)
+        if rest:
+            self._enqueue(current, rest)
+        self.framer_item = None
+
+    def add_local(self, pcm: bytes) -> None:
+        """Audio of callbot's own (the apology): played like model audio, never truncated."""
+        item = PlayItem("local", "local", settled=True)
+        self.flush()
+        frames = self.framer.push(pcm)
+        tail = self.framer.flush(pad=True)
+        for frame in [*frames, *([tail] if tail else [])]:
+            self._enqueue(item, frame)
+
+    def _enqueue(self, item: PlayItem, frame: bytes) -> None:
+        if len(self.queue) >= self.max_queue_frames:
+            self.dropped += 1
+            return
+        self.queue.append((item, frame))
+
+    # -- audio out ---------------------------------------------------------------------------------------------
+
+    def release(self, now: float) -> list[bytes]:
+        """The frames that may go to ACS now (real time plus the lead)."""
+        frames: list[bytes] = []
+        if not (self.queue and self.media_ready):
+            return frames
+        if self.play_cursor < now:
+            self.play_cursor = now  # nothing buffered at ACS: playback (re)starts now
+        limit = now + self.lead_s + 1e-9
+        while self.queue and self.play_cursor + self.frame_s <= limit:
+            item, frame = self.queue.popleft()
+            self.play_cursor += self.frame_s
+            item.sent_ms += len(frame) / self.bytes_per_ms
+            item.end_at = self.play_cursor
+            frames.append(frame)
+        return frames
+
+    def interrupt(self, now: float) -> tuple[bool, list[Heard], set[str]]:
+        """Stop at once: drop everything queued. Returns whether audio was playing (StopAudio needed), the items
+        cut short with what the caller heard of each (never more than received; none when nothing of it played),
+        and the response ids of every item that was still open."""
+        was_playing = self.playing(now)
+        self.queue.clear()
+        self.framer.clear()
+        self.framer_item = None
+        self.epoch += 1
+        heard: list[Heard] = []
+        responses: set[str] = set()
+        for item in self.items.values():
+            if item.settled:
+                continue
+            item.settled = True
+            responses.add(item.response_id)
+            unplayed_ms = max(0.0, (item.end_at - now) * 1000) if item.sent_ms else 0.0
+            # whole ms, floored (never more than was heard); the epsilon absorbs float error of frame sums
+            end_ms = int(min(max(0.0, item.sent_ms - unplayed_ms), item.received_ms) + 1e-6)
+            if 0 < end_ms < int(item.received_ms + 1e-6):
+                heard.append(Heard(item, end_ms))
+        self.play_cursor = min(self.play_cursor, now)
+        return was_playing, heard, responses
+
+    def settle_all(self) -> None:
+        """The session that produced these items is gone: they can no longer be truncated."""
+        for item in self.items.values():
+            item.settled = True
+
+    def prune(self, now: float) -> None:
+        """Forget items that are fully played (nothing left to truncate), keeping memory flat over long calls."""
+        done = [k for k, it in self.items.items()
+                if it.settled or (it.sent_ms >= it.received_ms and it.end_at <= now and it is not self.framer_item)]
+        for k in done:
+            del self.items[k]
