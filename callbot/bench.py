@@ -1,0 +1,72 @@
+"""`callbot bench`: N concurrent simulated calls against a real `callbot serve` process; prints what it costs.
+
+    callbot bench --calls N --seconds S [--barge-in-every T] [--sweep] [--json OUT]
+
+The processes and the accounting are in `callbot.benchmark`. Progress goes to stderr, the table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from callbot.benchmark.common import BenchError
+from callbot.benchmark.report import render, render_sweep
+from callbot.benchmark.run import BenchOptions, run_once, sweep
+
+
+def _progress(message: str) -> None:
+    sys.stderr.write(f"bench: {message}\n")
+    sys.stderr.flush()
+
+
+def _positive(kind: type[int] | type[float], *, zero: bool = False) -> Any:
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if zero else '>'} 0, not {text}")
+        return value
+
+    return parse
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    opts = BenchOptions(calls=args.calls, seconds=args.seconds, barge_in_every=args.barge_in_every,
+                        keep_logs=args.keep_logs)
+    try:
+        if args.sweep:
+            result = asyncio.run(sweep(opts, _progress, max_calls=args.max_calls))
+            text = render_sweep(result)
+        else:
+            result = asyncio.run(run_once(opts, _progress))
+            text = render(result)
+    except BenchError as exc:
+        sys.stderr.write(f"callbot bench: {exc}\n")
+        return 2
+    sys.stdout.write(text + "\n")
+    if args.json is not None:
+        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def register_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = sub.add_parser(
+        "bench", help="load benchmark: N concurrent simulated calls against a real `callbot serve`",
+        description="Starts `callbot serve` and a load generator (ACS side + a synthetic Voice Live service, each in "
+                    "its own process) playing N concurrent calls; reports the server's CPU per call-second, RSS per "
+                    "call, forwarding delays, pacing jitter, barge-in reaction, lost frames and errors.")
+    bench.add_argument("--calls", type=_positive(int), default=50, help="concurrent calls (sweep: the first N)")
+    bench.add_argument("--seconds", type=_positive(float), default=10.0, help="measurement window per run")
+    bench.add_argument("--barge-in-every", type=_positive(float, zero=True), default=3.0, metavar="T",
+                       help="interrupt every bot answer T s after its first audio (0: never); default 3")
+    bench.add_argument("--sweep", action="store_true",
+                       help="find the largest N with p99 forwarding < 20 ms and 0 lost frames (doubling, then bisect)")
+    bench.add_argument("--max-calls", type=_positive(int), default=2000, help="upper bound of --sweep")
+    bench.add_argument("--json", metavar="OUT", help="also write the full report as JSON to OUT")
+    bench.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (kept anyway on errors)")
+    bench.set_defaults(func=cmd_bench)

@@ -1,0 +1,113 @@
+"""`callbot bench`: a real three-call run end to end (correctness, not speed), and the report's frame accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import json
+import sys
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from callbot.acs import media
+from callbot.benchmark import common
+from callbot.benchmark.report import build, percentiles
+
+
+async def test_bench_three_calls_loses_no_frame_and_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "callbot", "bench", "--calls", "3", "--seconds", "3", "--barge-in-every", "1",
+        "--json", str(out), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert "speech_started -> StopAudio" in stdout.decode()
+    assert "placing calls" in stderr.decode()  # progress is shown while it runs
+
+    report = json.loads(out.read_text())
+    assert report["calls"] == {"requested": 3, "connected": 3}
+    assert report["errors"]["count"] == 0, report["errors"]
+    caller, bot = report["frames"]["caller"], report["frames"]["bot"]
+    assert caller["sent"] >= 3 * 3 * 50 * 0.9
+    assert caller["lost"] == 0 and caller["received"] == caller["sent"]
+    assert bot["sent"] > 0 and bot["lost"] == 0
+    assert bot["cut_by_barge_in"] > 0
+    assert bot["after_stop_audio"] == 0
+    for figure in ("caller_to_model", "model_to_acs", "bot_frame_jitter", "barge_in_to_stop_audio"):
+        stats = report["latency_ms"][figure]
+        assert stats["n"] > 0, figure
+        assert 0 <= stats["p50"] <= stats["p99"] <= stats["max"], figure
+    server = report["server"]
+    assert server["cpu_ms_per_call_second"] > 0
+    assert server["rss_mib"] >= server["rss_idle_mib"] > 0
+    assert set(report["verdict"]) == {"capacity_ok", "cpu_ok", "barge_in_ok", "rss_ok"}
+
+
+def test_frame_tags_survive_as_base64_prefixes() -> None:
+    caller = common.caller_frame_b64(7, 123456, 99_000_001)
+    assert len(caller) == len(common.caller_frame_b64(0, 0, 0))
+    assert common.read_caller_tag(caller) == (7, 123456, 99_000_001)
+    delta = common.bot_frames_b64(3, 2, 10, 5, 42)
+    frame_chars = len(delta) // 5
+    assert common.read_bot_tag(delta[3 * frame_chars:]) == (3, 2, 13, 42)
+
+
+def _run(phone_call: dict[str, object], model_call: dict[str, object]) -> dict[str, object]:
+    acs = {"stop": 10_000_000, "placed": 1, "errors": [], "sender_lag_us": [100], "calls": {"0": phone_call}}
+    model = {"calls": {"0": model_call}, "sessions": 1, "orphan_sessions": 0, "untagged_frames": 0,
+             "unexpected_events": {}}
+    proc = {"wall_s": 1.0, "server_cpu_s": 0.01, "server_sys_s": 0.004, "acs_cpu_s": 0.1, "model_cpu_s": 0.1,
+            "other_cpu_s": 0.0, "rss_idle": 100, "rss_calls": 200, "server_log_errors": 0, "server_log_warnings": 0}
+    return build({"calls": 1, "seconds": 1.0, "barge_in_every": 1.0}, acs, model, proc)
+
+
+def _phone(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {"sent": 50, "send_errors": 0, "responses": {}, "forward_us": [], "jitter_us": [],
+                               "late": 0, "after_stop": 0, "stops_us": [], "untagged": 0, "other_messages": {},
+                               "closed_early": False, "close_code": None}
+    base.update(overrides)
+    return base
+
+
+def test_report_counts_gaps_in_interrupted_answers_as_lost_and_the_cut_tail_as_cut() -> None:
+    responses = [{"number": 1, "first_us": 1_000_000, "frames": 150, "barged_us": 2_000_000, "cancelled": False}]
+    phone = _phone(responses={"1": [55, 60, 1, 2_100_000]}, stops_us=[2_001_500])
+    report = _run(phone, {"sessions": 1, "received": 49, "latency_us": [500] * 49, "responses": responses})
+    assert report["frames"]["caller"]["lost"] == 1  # type: ignore[index]
+    assert report["frames"]["bot"] == {"sent": 60, "received": 55, "lost": 5, "late": 0,  # type: ignore[index]
+                                       "cut_by_barge_in": 90, "after_stop_audio": 0}
+    assert report["latency_ms"]["barge_in_to_stop_audio"]["p50"] == 1.5  # type: ignore[index]
+
+
+def test_report_flags_a_barge_in_that_never_stopped_the_audio() -> None:
+    responses = [{"number": 1, "first_us": 1_000_000, "frames": 150, "barged_us": 2_000_000, "cancelled": False}]
+    report = _run(_phone(responses={"1": [60, 60, 0, 2_100_000]}),
+                  {"sessions": 1, "received": 50, "latency_us": [500] * 50, "responses": responses})
+    assert report["errors"]["by_kind"] == {"barge-in without StopAudio": 1}  # type: ignore[index]
+    assert report["verdict"]["capacity_ok"] is False  # type: ignore[index]
+
+
+def test_percentiles_use_nearest_rank_in_milliseconds() -> None:
+    assert percentiles(range(1000, 101_000, 1000)) == {"n": 100, "p50": 50.0, "p99": 99.0, "max": 100.0}
+    assert percentiles([]) == {"n": 0, "p50": None, "p99": None, "max": None}
+
+
+# -- hot-path optimisations keep behaviour ----------------------------------------------------------------------
+
+_B64_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(
+    st.text(alphabet=_B64_CHARS, max_size=16),
+    st.text(max_size=12),
+    st.binary(max_size=12).map(lambda raw: binascii.b2a_base64(raw, newline=False).decode()),
+))
+def test_media_base64_check_accepts_exactly_what_strict_decoding_accepts(text: str) -> None:
+    try:
+        expected: int | None = len(binascii.a2b_base64(text, strict_mode=True))
+    except (binascii.Error, ValueError):
+        expected = None
+    assert media.strict_b64_length(text) == expected
