@@ -243,7 +243,7 @@ class Services:
             ("barge_ins", stats.barge_ins),
             ("media_malformed", stats.malformed),
             ("caller_audio_dropped_frames", stats.caller_frames_dropped + bridge.outbox.dropped),
-            ("bot_audio_dropped_frames", stats.bot_frames_dropped + bridge.acs_outbox.dropped),
+            ("bot_audio_dropped_frames", stats.bot_frames_dropped),
             ("late_deltas_dropped", stats.late_deltas_dropped),
             ("voicelive_errors", stats.voicelive_errors),
             ("caller_frames", stats.caller_frames),

@@ -30,7 +30,6 @@ from callbot.voicelive.connection import (
 log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 250  # 5 s of caller audio; beyond that the model socket is stalled and the oldest audio is dropped
-ACS_OUTBOX_LIMIT = 100  # 2 s of bot audio; paced playout keeps it near empty unless the ACS socket is stalled
 RECONNECT_DELAYS_S = (0.0, 0.25, 0.75, 1.5)  # delays before attempts after a drop or failed connect; then give up
 STABLE_SESSION_S = 10.0  # a session that lasted this long resets the failure count
 
@@ -85,34 +84,6 @@ class _Outbox:
         return audio
 
 
-class _AcsOutbox:
-    """Messages for the ACS socket. StopAudio discards bot audio still waiting here; overflow drops the oldest audio."""
-
-    def __init__(self, limit: int) -> None:
-        self.items: deque[tuple[str, int | None]] = deque()  # (text, epoch of audio frames; None for control)
-        self.limit = limit
-        self.ready = asyncio.Event()
-        self.dropped = 0
-
-    def put_audio(self, text: str, epoch: int) -> None:
-        if len(self.items) >= self.limit:
-            self.items.popleft()
-            self.dropped += 1
-        self.items.append((text, epoch))
-        self.ready.set()
-
-    def put_stop(self, text: str) -> None:
-        self.items = deque(i for i in self.items if i[1] is None)
-        self.items.append((text, None))
-        self.ready.set()
-
-    async def get(self) -> tuple[str, int | None]:
-        while not self.items:
-            self.ready.clear()
-            await self.ready.wait()
-        return self.items.popleft()
-
-
 class CallBridge:
     def __init__(
         self,
@@ -133,7 +104,7 @@ class CallBridge:
         self.core = BridgeCore(CoreConfig.from_settings(call_id, settings))
         self.loop = asyncio.get_running_loop()
         self.outbox = _Outbox(OUTBOX_LIMIT)
-        self.acs_outbox = _AcsOutbox(ACS_OUTBOX_LIMIT)
+        self.stop_pending = False  # StopAudio to send before anything else (set by a barge-in)
         self.wake = asyncio.Event()
         self.ws: WebSocket | None = None
         self.media_attached = asyncio.Event()
@@ -196,7 +167,7 @@ class CallBridge:
             "call %s: bridge ended (%s): caller frames %d, bot frames %d, barge-ins %d, malformed %d, "
             "caller audio dropped %d+%d, bot audio dropped %d, Voice Live reconnects %d (longest gap %.2f s)",
             self.call_id, self.end_reason, s.caller_frames, s.bot_frames, s.barge_ins, s.malformed,
-            s.caller_frames_dropped, self.outbox.dropped, self.acs_outbox.dropped, self.reconnects,
+            s.caller_frames_dropped, self.outbox.dropped, s.bot_frames_dropped, self.reconnects,
             self.longest_gap_s,
         )
         return self.end_reason
@@ -204,18 +175,17 @@ class CallBridge:
     # -- actions -----------------------------------------------------------------------------------------------
 
     def _execute_now(self, actions: list[Action]) -> bool:
-        """Queue the actions' messages (never waits). True when one of them is a hang-up."""
+        """Carry out the actions that never wait; True when one of them is a hang-up. Bot frames are sent by the
+        playout (`_send_frames`), which is the only task writing to the ACS socket."""
         hang_up = False
         for action in actions:
-            if isinstance(action, AcsAudio):
-                if action.epoch == self.core.epoch:
-                    self.acs_outbox.put_audio(media.encode_audio_bytes(action.pcm), action.epoch)
-            elif isinstance(action, VlSend):
+            if isinstance(action, VlSend):
                 if self.tap is not None:
                     self.tap.vl_out(action.event)
                 self.outbox.put(action.event)
             elif isinstance(action, AcsStop):
-                self.acs_outbox.put_stop(media.STOP_AUDIO)
+                self.stop_pending = True
+                self.wake.set()
             elif isinstance(action, HangUp):
                 self.end_reason = action.reason
                 hang_up = True
@@ -236,9 +206,7 @@ class CallBridge:
     async def _media(self) -> None:
         await self.media_attached.wait()
         assert self.ws is not None
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._acs_reader(self.ws))
-            tg.create_task(self._acs_writer(self.ws))
+        await self._acs_reader(self.ws)
 
     async def _acs_reader(self, ws: WebSocket) -> None:
         while True:
@@ -254,17 +222,31 @@ class CallBridge:
             if actions:
                 await self._execute(actions)
 
-    async def _acs_writer(self, ws: WebSocket) -> None:
-        while True:
-            text, epoch = await self.acs_outbox.get()
-            if epoch is not None and epoch != self.core.epoch:
-                continue  # released before a barge-in: the caller must not hear it
-            if self.tap is not None:
-                self.tap.acs_out(text)
-            try:
-                await ws.send_text(text)
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                raise _CallOver("caller_hung_up") from None
+    async def _send_acs(self, text: str) -> None:
+        assert self.ws is not None
+        if self.tap is not None:
+            self.tap.acs_out(text)
+        try:
+            await self.ws.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            raise _CallOver("caller_hung_up") from None
+
+    async def _send_frames(self, actions: list[Action]) -> None:
+        """The playout's actions: bot frames, and the goodbye or hang-up of an ending call. A barge-in during one of
+        these awaits bumps the epoch: the frames after it are dropped and StopAudio goes out next. A stalled ACS
+        socket blocks only this task; the model's events go on and bot audio waits in the core's bounded queue."""
+        for action in actions:
+            if self.stop_pending:
+                self.stop_pending = False
+                await self._send_acs(media.STOP_AUDIO)
+            if isinstance(action, AcsAudio):
+                if action.epoch == self.core.epoch:
+                    await self._send_acs(media.encode_audio_bytes(action.pcm))
+            elif self._execute_now([action]):
+                await self._hang_up(self.end_reason)
+        if self.stop_pending:
+            self.stop_pending = False
+            await self._send_acs(media.STOP_AUDIO)
 
     # -- Voice Live --------------------------------------------------------------------------------------------
 
@@ -350,8 +332,15 @@ class CallBridge:
     async def _playout(self) -> None:
         core = self.core
         while True:
-            await self._execute(core.tick(self.now()))
+            if self.stop_pending and self.ws is not None:
+                self.stop_pending = False
+                await self._send_acs(media.STOP_AUDIO)
+            actions = core.tick(self.now())
+            if actions:
+                await self._send_frames(actions)
             deadline = core.next_deadline()
+            if self.stop_pending and self.ws is not None:
+                continue
             self.wake.clear()
             handle = self.loop.call_at(deadline, self.wake.set) if deadline is not None else None
             try:

@@ -14,7 +14,7 @@ import aiohttp
 import psutil
 import pytest
 
-from callbot.bridge.runner import _AcsOutbox, _Outbox
+from callbot.bridge.runner import _Outbox
 from callbot.local.phone import PhoneNetwork
 from callbot.local.voicelive_server import VoiceLiveServer
 from tests.bridge.test_bridge_e2e import phone_env, speechlike
@@ -78,15 +78,6 @@ def test_stalled_voicelive_outbox_drops_oldest_caller_audio_never_control() -> N
     assert kinds == ["session.update", "3", "4"]
     assert box.dropped == 3
     assert box.take_audio() == ["3", "4"] and not box.items
-
-
-def test_stop_audio_discards_bot_frames_still_waiting_for_a_stalled_acs_socket() -> None:
-    box = _AcsOutbox(limit=3)
-    for i in range(5):
-        box.put_audio(f"frame{i}", epoch=0)
-    assert [t for t, _ in box.items] == ["frame2", "frame3", "frame4"] and box.dropped == 2
-    box.put_stop("STOP")
-    assert [t for t, _ in box.items] == ["STOP"]
 
 
 async def test_no_leaks_after_many_sequential_and_concurrent_calls(phone: PhoneNetwork) -> None:
