@@ -1,9 +1,9 @@
 """The async glue around `BridgeCore`: one ACS media socket <-> one Voice Live session.
 
-Tasks per call, in one `TaskGroup`: the ACS reader (caller audio in), the ACS writer (a bounded outbox, so a stalled
-ACS socket never blocks the Voice Live pump), the Voice Live session (connect, configure, read events; reconnects
-with backoff when the session drops), its writer (a bounded outbox, so a slow model socket never blocks caller audio
-intake) and the playout (paces bot frames). Every decision is the core's; this module moves bytes and reads the clock.
+Tasks per call, in one `TaskGroup`: the ACS reader (caller audio in), the Voice Live session (connect, configure,
+read events; reconnects with backoff when the session drops) with its writer (a bounded outbox, so a slow model socket
+never blocks caller audio intake), and the playout (paces bot frames; the only writer to the ACS socket, so a stalled
+ACS socket never blocks the Voice Live pump). Every decision is the core's; this module moves bytes and reads the clock.
 """
 
 from __future__ import annotations
