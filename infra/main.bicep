@@ -117,7 +117,7 @@ param extraEnv array = []
 
 // ---- capacity ---------------------------------------------------------------------------------------------
 
-// Sized from `callbot bench --sweep`: on a 2-vCPU box one process carried 142 concurrent calls with p99 forwarding
+// Sized from `callbot bench` (--sweep): on a 2-vCPU box one process carried 142 concurrent calls with p99 forwarding
 // under 20 ms and no lost frame (README, Performance); 110 leaves headroom for noisy neighbours and bursts. Each call
 // holds one media WebSocket, which the HTTP scaler counts as one concurrent request for the whole call, so this is
 // the per-replica call target of the scale rule. Re-run the sweep on your replica size (CALLBOT_CPU) and adjust.
