@@ -5,6 +5,8 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from azure.core.credentials import AccessToken
+
 from callbot.config import Settings
 from callbot.server import InProcess, serve_in_process
 
@@ -32,3 +34,19 @@ def make_settings(port: int, **overrides: Any) -> Settings:
 def run_callbot(**overrides: Any) -> AbstractAsyncContextManager[InProcess]:
     """Serve callbot with `overrides` (settings field names) on a free port; yields its URL, settings, services."""
     return serve_in_process(lambda port: make_settings(port, **overrides))
+
+
+class StaticToken:
+    """An `AsyncTokenCredential` with a fixed token (no Microsoft Entra offline): Bearer-auth paths in tests."""
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("entra-token", 4_000_000_000)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> StaticToken:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        return None

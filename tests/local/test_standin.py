@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 from azure.ai.voicelive.aio import ConnectionError as VoiceLiveConnectionError
 from azure.ai.voicelive.aio import VoiceLiveConnection, connect
-from azure.core.credentials import AccessToken, AzureKeyCredential
+from azure.core.credentials import AzureKeyCredential
 
 from callbot.audio import pcm16_to_ulaw
 from callbot.local.faq import GOODBYE, NOT_UNDERSTOOD, YOU_SAID, Responder, caller_phrases, parse_faq
 from callbot.local.simulator import caller_speaker
 from callbot.local.standin import Standin
 from callbot.local.telephone import TelephoneLeg, speech_bounds
+from tests.harness import StaticToken
 
 FAQ = """You answer for Contoso Bakery.
 Q: What are your opening hours? | When are you open?
@@ -31,20 +32,6 @@ A: Yes, within five miles of the shop.
 RATE = 24000
 FRAME = 960  # 20 ms at 24 kHz
 LONG_TEXT = "This is a rather long answer that goes on for a while so that there is time to interrupt it. " * 3
-
-
-class StaticToken:
-    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken("entra-token", 4_000_000_000)
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> StaticToken:
-        return self
-
-    async def __aexit__(self, *args: object) -> None:
-        return None
 
 
 @pytest.fixture

@@ -29,28 +29,13 @@ from azure.ai.voicelive.models import (
     ServerEventSessionUpdated,
     SystemMessageItem,
 )
-from azure.core.credentials import AccessToken, AzureKeyCredential
+from azure.core.credentials import AzureKeyCredential
 
 from callbot.local.voicelive_server import ServerSession, VoiceLiveServer
+from tests.harness import StaticToken
 
 KEY = "local-test-key"
 PCM24_BYTES_PER_MS = 48
-
-
-class StaticToken:
-    """An AsyncTokenCredential with a fixed token (no Entra offline)."""
-
-    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken("token-abc", 4_000_000_000)
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> StaticToken:
-        return self
-
-    async def __aexit__(self, *args: object) -> None:
-        return None
 
 
 @pytest.fixture
@@ -97,7 +82,7 @@ async def test_bearer_token_is_accepted_only_when_enabled() -> None:
     async with VoiceLiveServer(api_key=KEY, accept_bearer=True) as srv:
         async with connect(endpoint=srv.url, credential=StaticToken(), model="m") as conn:
             session = await opened(srv, conn)
-        assert session.headers["Authorization"] == "Bearer token-abc"
+        assert session.headers["Authorization"] == "Bearer entra-token"
     async with VoiceLiveServer(api_key=KEY) as srv:
         with pytest.raises(VoiceLiveConnectionError, match="401"):
             async with connect(endpoint=srv.url, credential=StaticToken(), model="m"):
