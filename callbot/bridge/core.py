@@ -103,6 +103,8 @@ class BridgeCore:
         self.goodbye_response: str | None = None
         self.end_reason = ""
         self.unknown_kinds: set[str] = set()
+        self.pregenerated_ok = True  # False once the service refused a pre-generated assistant message
+        self.last_said = ""
 
     # -- time --------------------------------------------------------------------------------------------------
 
@@ -181,7 +183,7 @@ class BridgeCore:
         actions: list[Action] = []
         if self.ready and self.cfg.goodbye:
             actions.extend(self._interrupt(now))
-            actions.append(VlSend(vl.say(self.cfg.goodbye)))
+            actions.append(self._say(self.cfg.goodbye))
             self.ending_via = "model"
             self.goodbye_response = "pending"
         elif local_audio:
@@ -250,7 +252,7 @@ class BridgeCore:
         actions: list[Action] = []
         if self.cfg.greeting and not self.greeted:
             self.greeted = True
-            actions.append(VlSend(vl.say(self.cfg.greeting)))
+            actions.append(self._say(self.cfg.greeting))
         while self.preconnect:
             actions.append(VlSend(vl.append_audio(self.preconnect.popleft())))
         return actions
@@ -313,7 +315,7 @@ class BridgeCore:
                 self.turns.append(Turn("bot", text, interrupted))
                 log.info("call %s: bot%s: %s", self.cfg.call_id, " (interrupted)" if interrupted else "", text)
         elif etype == "error":
-            self._error(ev)
+            return self._error(ev)
         return []
 
     def _audio_delta(self, ev: dict[str, Any]) -> None:
@@ -388,15 +390,27 @@ class BridgeCore:
         while len(self.cancelled) > 64:
             del self.cancelled[next(iter(self.cancelled))]
 
-    def _error(self, ev: dict[str, Any]) -> None:
+    def _say(self, text: str) -> VlSend:
+        self.last_said = text
+        return VlSend(vl.say(text) if self.pregenerated_ok else vl.say_by_instructions(text))
+
+    def _error(self, ev: dict[str, Any]) -> list[Action]:
         err = ev.get("error") if isinstance(ev.get("error"), dict) else {}
         code = _str(err, "code") or "unknown"
         if code in BENIGN_ERROR_CODES:
             log.debug("call %s: Voice Live: %s", self.cfg.call_id, code)
-            return
+            return []
         self.stats.voicelive_errors += 1
         log.warning("call %s: Voice Live error %s (%s): %s", self.cfg.call_id, code, _str(err, "type"),
                     _str(err, "message"))
+        about = f"{_str(err, 'param') or ''} {_str(err, 'message') or ''}"
+        if self.pregenerated_ok and "pre_generated_assistant_message" in about and self.last_said:
+            # this service or model does not take pre-generated messages: ask the model to say it instead
+            self.pregenerated_ok = False
+            log.info("call %s: pre-generated messages refused; the model is asked to say them instead",
+                     self.cfg.call_id)
+            return [self._say(self.last_said)]
+        return []
 
 
 def _str(obj: Any, key: str) -> str | None:

@@ -86,6 +86,16 @@ def say(text: str) -> dict[str, Any]:
     }
 
 
+def say_by_instructions(text: str) -> dict[str, Any]:
+    """The fallback of `say` for a service or model that refuses pre-generated messages: the model is asked to say
+    the text word for word."""
+    return {
+        "type": "response.create",
+        "response": {"instructions": f"Say exactly the following to the caller, word for word, and nothing else: "
+                                     f"{text}"},
+    }
+
+
 def append_audio(b64: str) -> dict[str, Any]:
     return {"type": "input_audio_buffer.append", "audio": b64}
 

@@ -248,3 +248,16 @@ def test_bot_audio_waits_for_the_media_socket_then_plays_from_its_start() -> Non
     core.media_started(1.0)
     frames = sent_frames([a for _, a in run_clock(core, 1.0, 2.0)])
     assert len(frames) == 20, "nothing of the greeting was lost while waiting"
+
+
+def test_a_refused_pre_generated_greeting_is_asked_of_the_model_instead() -> None:
+    core = make_core(greeting="Welcome to Contoso")
+    ready(core)
+    actions = core.server_event(0.1, {"type": "error", "error": {
+        "type": "invalid_request_error", "code": "unknown_parameter",
+        "message": "Unknown parameter: 'response.pre_generated_assistant_message'.",
+        "param": "response.pre_generated_assistant_message"}})
+    [retry] = vl_events(actions)
+    assert retry["type"] == "response.create" and "pre_generated_assistant_message" not in retry["response"]
+    assert retry["response"]["instructions"].endswith("Welcome to Contoso")
+    assert vl_events(core.tick(3600.0))[0]["response"]["instructions"].endswith("goodbye."), "the goodbye too"
