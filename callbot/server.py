@@ -102,3 +102,26 @@ async def serve_in_process(make_settings: Callable[[int], Settings]) -> AsyncIte
         server.should_exit = True
         await asyncio.wait_for(task, 15)
         sock.close()
+
+
+class NotReady(RuntimeError):
+    """A `callbot serve` subprocess exited during start-up or did not become ready in time."""
+
+
+async def wait_until_ready(url: str, proc: asyncio.subprocess.Process, timeout_s: float = 30.0) -> None:
+    """Poll `url`/readyz until it answers 200 (the bench and the tests start `callbot serve` subprocesses)."""
+    import aiohttp
+
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with aiohttp.ClientSession() as http:
+        while asyncio.get_running_loop().time() < deadline:
+            if proc.returncode is not None:
+                raise NotReady(f"callbot serve exited with code {proc.returncode} during start-up")
+            try:
+                async with http.get(f"{url}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)
+    raise NotReady(f"callbot serve was not ready within {timeout_s:.0f} s")

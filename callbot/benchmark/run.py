@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
-import aiohttp
 import orjson
 
 from callbot.benchmark import common as c
 from callbot.benchmark import report
+from callbot.server import NotReady, wait_until_ready
 
 Progress = Callable[[str], None]
 SERVER_READY_TIMEOUT_S = 30.0
@@ -136,19 +136,10 @@ class Child:
 
 
 async def _wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.returncode is not None:
-                raise c.BenchError(f"callbot serve exited with code {proc.returncode} during start-up")
-            try:
-                async with http.get(f"{url}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-    raise c.BenchError(f"callbot serve was not ready within {SERVER_READY_TIMEOUT_S:.0f} s")
+    try:
+        await wait_until_ready(url, proc, SERVER_READY_TIMEOUT_S)
+    except NotReady as exc:
+        raise c.BenchError(str(exc)) from None
 
 
 def _server_env(port: int, phone_env: dict[str, str], model_url: str, secrets_: dict[str, str],

@@ -17,6 +17,7 @@ import pytest
 from callbot.bridge.runner import _Outbox
 from callbot.local.phone import PhoneNetwork
 from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.server import wait_until_ready
 from tests.bridge.test_bridge_e2e import phone_env, speechlike
 from tests.harness import SIGNING_KEY, VOICELIVE_KEY, WEBHOOK_SECRET, run_callbot
 
@@ -132,18 +133,11 @@ async def test_sigterm_drains_live_calls_then_says_goodbye_and_exits(phone: Phon
            "CALLBOT_DRAIN_SECONDS": "2", "CALLBOT_GREETING": "", "LOG_LEVEL": "INFO"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "callbot", "serve", "--port", str(port), env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
+        await wait_until_ready(url, proc)
         async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                try:
-                    async with http.get(f"{url}/readyz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.05)
             call = await phone.place_call(url, WEBHOOK_SECRET)
             session = await voicelive.wait_for_session()
             await session.wait_for("session.update")
