@@ -228,6 +228,11 @@ class Services:
         reason = "cancelled"
         try:
             reason = await bridge.run()
+        except Exception:  # a defect in one call's bridge must end that call (no dead air), nothing else
+            reason = "bridge_error"
+            self.metrics.inc("bridge_errors")
+            log.exception("call %s: the bridge failed; hanging up", call.call_id)
+            await self._hang_up_at_acs(call, reason)
         finally:
             self._count_bridge(bridge)
             call.stop_bridge = None

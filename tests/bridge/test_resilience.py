@@ -190,3 +190,33 @@ async def test_reconnects_and_barge_ins_are_counted_at_metrics(phone: PhoneNetwo
         assert values["callbot_voicelive_reconnects_total"] == "1"
         assert values["callbot_barge_ins_total"] == "1"
         assert int(values["callbot_bot_frames_total"]) >= 10
+
+
+async def test_a_defect_in_one_calls_bridge_hangs_that_call_up_and_spares_the_others(
+        phone: PhoneNetwork, voicelive: VoiceLiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from callbot.bridge.core import BridgeCore
+
+    original = BridgeCore.server_event
+
+    def flawed(self: BridgeCore, now: float, ev: dict[str, object]) -> list[object]:
+        if ev.get("type") == "response.audio_transcript.done" and ev.get("transcript") == "boom":
+            raise RuntimeError("simulated defect")
+        return original(self, now, ev)  # type: ignore[return-value]
+
+    monkeypatch.setattr(BridgeCore, "server_event", flawed)
+    async with run_callbot(azure_voicelive_endpoint=voicelive.url, **phone_env(phone)) as cb:
+        doomed = await phone.place_call(cb.url, WEBHOOK_SECRET)
+        first = await voicelive.wait_for_session(0)
+        healthy = await phone.place_call(cb.url, WEBHOOK_SECRET)
+        second = await voicelive.wait_for_session(1)
+        await first.wait_for("session.update")
+        await second.wait_for("session.update")
+        await (await first.start_response(text="boom", audio=speechlike(100))).wait()
+        terminate = await phone.acs.wait_for("terminate", timeout=5)
+        assert terminate.path.endswith(f"{doomed.answered.call_connection_id}:terminate")
+        await asyncio.wait_for(first.closed.wait(), 2)
+        reply = await second.start_response(text="fine", audio=speechlike(200))
+        await reply.wait()
+        await healthy.wait_for_audio(frames=10)
+        assert len(cb.services.registry.calls) == 1
+        await healthy.hang_up()
