@@ -239,7 +239,7 @@ class BridgeCore:
     def session_opened(self, now: float) -> list[Action]:
         """A Voice Live connection is open: configure it and, after a reconnect, restore the conversation so far.
         Caller audio waits for `session.updated`."""
-        actions: list[Action] = [VlSend({"type": "session.update", "session": self.cfg.session})]
+        actions: list[Action] = [VlSend(vl.session_update(self.cfg.session))]
         for turn in self.turns[-MAX_RESTORED_TURNS:]:
             text = turn.text[:MAX_RESTORED_CHARS]
             actions.append(VlSend(vl.restore_item("user" if turn.role == "caller" else "assistant", text)))

@@ -10,7 +10,7 @@ from typing import Any
 
 from callbot.config import Settings
 
-# Voice Live wire names for each media format: (input sampling rate, output_audio_format, bytes per ms of output).
+# Voice Live wire names for each media format: (input sampling rate, output_audio_format).
 AUDIO_FORMATS: dict[str, tuple[int, str]] = {
     "pcm24k": (24000, "pcm16"),
     "pcm16k": (16000, "pcm16_16000hz"),
@@ -68,8 +68,9 @@ def build_session(settings: Settings) -> dict[str, Any]:
     return session
 
 
-def session_update(settings: Settings) -> dict[str, Any]:
-    return {"type": "session.update", "session": build_session(settings)}
+def session_update(session: dict[str, Any]) -> dict[str, Any]:
+    """The `session.update` event for a session built by `build_session`."""
+    return {"type": "session.update", "session": session}
 
 
 def say(text: str) -> dict[str, Any]:
