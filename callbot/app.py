@@ -223,9 +223,10 @@ async def media(scope: Scope, receive: Receive, send: Send) -> None:
                 raise TokenRejected("ended call")
             if call is not None and (call.media_connected or call.bridge is None):
                 raise TokenRejected("media already connected for this call")
-            if call is None and svc.registry.admission_refusal() is not None:
+            refusal = svc.registry.admission_refusal() if call is None else None
+            if refusal is not None:
                 code = WS_TRY_AGAIN_LATER
-                raise TokenRejected(f"cannot take over the call: {svc.registry.admission_refusal()}")
+                raise TokenRejected(f"cannot take over the call: {refusal}")
         except TokenRejected as exc:
             svc.metrics.inc("media_rejected")
             log.warning("media socket for %r refused (%d): %s", call_id[:40], code, exc.reason)
