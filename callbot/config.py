@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     # Media
     callbot_media_format: MediaFormat = "pcm24k"
     callbot_playback_lead_ms: int = Field(120, ge=20, le=1000)
+    callbot_playback_chunk_ms: int = Field(40, ge=20, le=100, multiple_of=20)
     callbot_preconnect_buffer_ms: int = Field(10000, ge=0, le=60000)
 
     # Operations
@@ -139,6 +140,12 @@ class Settings(BaseSettings):
     def _agent_mode_needs_both(self) -> Settings:
         if bool(self.azure_voicelive_agent_name) != bool(self.azure_voicelive_project_name):
             raise ValueError("AZURE_VOICELIVE_AGENT_NAME and AZURE_VOICELIVE_PROJECT_NAME must be set together")
+        return self
+
+    @model_validator(mode="after")
+    def _chunk_fits_lead(self) -> Settings:
+        if self.callbot_playback_chunk_ms > self.callbot_playback_lead_ms:
+            raise ValueError("CALLBOT_PLAYBACK_CHUNK_MS must not exceed CALLBOT_PLAYBACK_LEAD_MS")
         return self
 
     # Derived values -------------------------------------------------------------------------------------------

@@ -357,6 +357,7 @@ class Recording:
                 values[name] = None
         values["callbot_instructions_file"] = None
         values["callbot_recordings_dir"] = None
+        values.setdefault("callbot_playback_chunk_ms", 20)  # recorded before the setting existed: 20 ms messages
         try:
             return Settings(_env_file=None, **values)  # type: ignore[call-arg]
         except ValidationError as exc:

@@ -124,7 +124,7 @@ async def converse(call: PhoneCall, session: ServerSession, *, rate: int = 24000
     assert bytes(session.input_audio[start:]) == audio
     answer = speechlike(200, rate, seed=7)
     since = time.monotonic()
-    frames = sum(r.kind == "AudioData" for r in call.received)
+    frames = len(call.bot_audio()) // call.frame_bytes
     handle = await session.start_response(text="hi", audio=answer)
     await handle.wait()
     await call.wait_for_audio(frames=frames + 10)

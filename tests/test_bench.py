@@ -111,3 +111,21 @@ def test_media_base64_check_accepts_exactly_what_strict_decoding_accepts(text: s
     except (binascii.Error, ValueError):
         expected = None
     assert media.strict_b64_length(text) == expected
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(
+    st.text(alphabet=_B64_CHARS + "\n -_", max_size=16),
+    st.text(max_size=12),
+    st.binary(max_size=48).map(lambda raw: binascii.b2a_base64(raw, newline=False).decode()),
+))
+def test_model_audio_base64_decodes_exactly_as_the_stdlib_reads_it(text: str) -> None:
+    try:
+        expected: bytes | None = binascii.a2b_base64(text)
+    except ValueError:  # binascii.Error, or text that is not ASCII
+        expected = None
+    try:
+        got: bytes | None = media.decode_b64(text)
+    except ValueError:
+        got = None
+    assert got == expected

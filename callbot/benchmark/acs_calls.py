@@ -3,8 +3,9 @@
 Measured per call (µs, CLOCK_MONOTONIC):
 - caller frames sent with their send time in the window (the synthetic model counts the ones that arrived);
 - model -> ACS: the first frame of each response, arrival minus the send time of the delta that carried it;
-- pacing: after the lead burst (`SETTLE_FRAMES`), each frame's inter-arrival deviation from 20 ms (jitter), and how
-  far it is behind the response's best-so-far schedule (`arrival - 20 ms * index`, late beyond `LATE_S`);
+- pacing, per AudioData message (callbot sends a chunk of whole 20 ms frames in each): after the lead burst
+  (`SETTLE_FRAMES`), its inter-arrival deviation from the audio of the messages between (jitter), and how far its first
+  frame is behind the response's best-so-far schedule (`arrival - 20 ms * index`, late beyond `LATE_S`);
 - StopAudio arrivals, and bot frames of an already stopped response arriving after its StopAudio (must be 0);
 - per response: frames received and the next expected index (gaps = lost frames; joined with the model's counts).
 """
@@ -165,7 +166,7 @@ class MediaCall:
                     continue
                 data: str = msg.data
                 if data.startswith(prefix):
-                    self._bot_frame(arrived, data[start:start + c.BOT_TAG_CHARS])
+                    self._bot_audio(arrived, data, start, data.find('"', start))
                     continue
                 self._other(arrived, data)
         finally:
@@ -183,11 +184,22 @@ class MediaCall:
             self.stopped_upto = self.max_response
         elif kind == "AudioData":  # another spelling of the same message
             body = message.get("audioData") or message.get("AudioData") or {}
-            self._bot_frame(arrived, str(body.get("data") or body.get("Data") or ""))
+            b64 = str(body.get("data") or body.get("Data") or "")
+            self._bot_audio(arrived, b64, 0, len(b64))
         else:
             self.other_messages[kind[:40]] = self.other_messages.get(kind[:40], 0) + 1
 
-    def _bot_frame(self, arrived: int, b64: str) -> None:
+    def _bot_audio(self, arrived: int, data: str, start: int, end: int) -> None:
+        """One AudioData message: its payload is `data[start:end]`, whole tagged frames."""
+        if end < start + c.BOT_TAG_CHARS:
+            self.untagged += 1
+            return
+        first = True
+        for offset in range(start, end - c.BOT_TAG_CHARS + 1, c.FRAME_B64_CHARS):
+            self._bot_frame(arrived, data[offset:offset + c.BOT_TAG_CHARS], first)
+            first = False
+
+    def _bot_frame(self, arrived: int, b64: str, first_of_message: bool) -> None:
         try:
             _call, number, index, delta_sent = c.read_bot_tag(b64)
         except ValueError:  # binascii.Error and struct.error are ValueErrors
@@ -208,14 +220,16 @@ class MediaCall:
         if number <= self.stopped_upto:
             self.after_stop += 1
         self.max_response = max(self.max_response, number)
+        if not first_of_message:
+            return  # arrived with the message's first frame, which its pacing is judged by
         if index >= c.SETTLE_FRAMES:
             offset = arrived - index * 20_000
             if response.anchor_us is None or offset < response.anchor_us:
                 response.anchor_us = offset
             elif in_window and offset - response.anchor_us > c.LATE_S * 1e6:
                 self.late += 1
-            if in_window and response.prev_index == index - 1:
-                self.jitter_us.append(abs(arrived - response.prev_us - 20_000))
+            if in_window and response.prev_index >= c.SETTLE_FRAMES:
+                self.jitter_us.append(abs(arrived - response.prev_us - (index - response.prev_index) * 20_000))
         response.prev_index, response.prev_us = index, arrived
 
     def result(self, stop: int) -> dict[str, Any]:

@@ -44,7 +44,8 @@ _CALLER_TAG = struct.Struct("<HIQx")  # call, seq, sent_us  (15 bytes -> 20 base
 _BOT_TAG = struct.Struct("<HHIQxx")  # call, response, frame, delta_sent_us  (18 bytes -> 24 base64 chars)
 CALLER_TAG_CHARS = 20
 BOT_TAG_CHARS = 24
-assert _CALLER_TAG.size == 15 and _BOT_TAG.size == 18
+FRAME_B64_CHARS = FRAME_BYTES * 4 // 3  # a frame's base64 (960 bytes, a multiple of 3: no padding)
+assert _CALLER_TAG.size == 15 and _BOT_TAG.size == 18 and FRAME_BYTES % 3 == 0
 
 
 class BenchError(RuntimeError):

@@ -174,7 +174,7 @@ def render(report: dict[str, Any]) -> str:
     lines = [f"callbot bench: {report['calls']['connected']}/{cfg['calls']} calls for {cfg['seconds']:g} s, {barge}",
              "", f"{'latency (ms)':34}{'p50':>9}{'p99':>9}{'max':>9}{'n':>9}"]
     names = {"caller_to_model": "caller frame -> model append", "model_to_acs": "model delta -> first ACS frame",
-             "bot_frame_jitter": "bot frame pacing jitter", "barge_in_to_stop_audio": "speech_started -> StopAudio"}
+             "bot_frame_jitter": "bot audio pacing jitter", "barge_in_to_stop_audio": "speech_started -> StopAudio"}
     for key, label in names.items():
         p = lat[key]
         lines.append(f"{label:34}{_ms(p['p50']):>9}{_ms(p['p99']):>9}{_ms(p['max']):>9}{p['n']:>9}")

@@ -8,7 +8,8 @@ from typing import Any
 
 @dataclass(slots=True)
 class AcsAudio:
-    """Send one 20 ms PCM frame to ACS. Dropped by the runner if `epoch` is stale (a barge-in happened since)."""
+    """Send PCM to ACS as one AudioData message: whole 20 ms frames, up to the playback chunk (the last frame of an
+    answer zero-padded). Dropped by the runner if `epoch` is stale (a barge-in happened since)."""
 
     pcm: bytes
     epoch: int

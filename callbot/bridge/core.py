@@ -10,7 +10,6 @@ when: sessions, responses, barge-in, buffering of caller audio, and ending the c
 
 from __future__ import annotations
 
-import binascii
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ class CoreConfig:
     call_id: str
     sample_rate: int = 24000
     lead_ms: int = 120
+    chunk_ms: int = 20
     preconnect_buffer_ms: int = 10000
     max_queue_ms: int = 300_000
     greeting: str = ""
@@ -75,6 +75,7 @@ class CoreConfig:
             call_id=call_id,
             sample_rate=settings.media_sample_rate,
             lead_ms=settings.callbot_playback_lead_ms,
+            chunk_ms=settings.callbot_playback_chunk_ms,
             preconnect_buffer_ms=settings.callbot_preconnect_buffer_ms,
             greeting=settings.callbot_greeting,
             max_call_seconds=settings.callbot_max_call_seconds,
@@ -89,7 +90,7 @@ class BridgeCore:
     turns: list[Turn] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.playback = Playback(self.cfg.sample_rate, self.cfg.lead_ms, self.cfg.max_queue_ms)
+        self.playback = Playback(self.cfg.sample_rate, self.cfg.lead_ms, self.cfg.max_queue_ms, self.cfg.chunk_ms)
         self.ready = False
         self.greeted = False
         self.started_at: float | None = None
@@ -148,9 +149,10 @@ class BridgeCore:
         if self.ended:
             return actions
         epoch = self.playback.epoch
-        for frame in self.playback.release(now):
-            self.stats.bot_frames += 1
-            actions.append(AcsAudio(frame, epoch))
+        frame_bytes = self.playback.frame_bytes
+        for chunk in self.playback.release(now):
+            self.stats.bot_frames += len(chunk) // frame_bytes
+            actions.append(AcsAudio(chunk, epoch))
         self._check_time(now, actions)
         return actions
 
@@ -327,8 +329,8 @@ class BridgeCore:
         if not isinstance(delta, str) or not isinstance(item_id, str) or not isinstance(rid, str):
             return
         try:
-            pcm = binascii.a2b_base64(delta)
-        except binascii.Error:
+            pcm = media.decode_b64(delta)
+        except ValueError:  # binascii.Error, or text that is not ASCII
             log.warning("call %s: undecodable audio delta skipped", self.cfg.call_id)
             return
         item = self.playback.item(item_id, rid)

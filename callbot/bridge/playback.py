@@ -2,6 +2,9 @@
 
 Pure, like the core that owns it: `now` is passed in. ACS gives no playback acknowledgement, so bot audio is paced:
 a frame is released only while the audio already released and not yet played (the "lead") stays within `lead_s`.
+Frames are released a chunk at a time (`chunk_ms`, whole 20 ms frames), each chunk one AudioData message: ACS plays
+its buffer continuously whatever the message size, and a 40 ms chunk halves the messages, system calls and wake-ups
+of a 20 ms one.
 `play_cursor` is the wall time at which the released audio finishes playing; everything before `now` has been heard.
 An item's heard audio is therefore `sent_ms - max(0, item_end_at - now)`, exact to within the lead's uncertainty about
 ACS's own buffering.
@@ -39,11 +42,13 @@ class Heard:
 
 
 class Playback:
-    def __init__(self, sample_rate: int, lead_ms: int, max_queue_ms: int) -> None:
+    def __init__(self, sample_rate: int, lead_ms: int, max_queue_ms: int, chunk_ms: int = FRAME_MS) -> None:
         self.bytes_per_ms = sample_rate * 2 / 1000
         self.frame_bytes = int(self.bytes_per_ms * FRAME_MS)
         self.frame_s = FRAME_MS / 1000
         self.lead_s = lead_ms / 1000
+        self.chunk_frames = max(1, min(chunk_ms, lead_ms) // FRAME_MS)
+        self.chunk_s = self.chunk_frames * self.frame_s
         self.max_queue_frames = max_queue_ms // FRAME_MS
         self.media_ready = False  # the ACS media socket is attached: audio may be released
         self.epoch = 0  # bumped by every interruption: frames released before it must not be sent
@@ -58,8 +63,9 @@ class Playback:
         return (self.media_ready and bool(self.queue)) or self.play_cursor > now
 
     def next_release(self) -> float | None:
+        """When a whole chunk fits within the lead again (frames queued and the media socket attached)."""
         if self.queue and self.media_ready:
-            return self.play_cursor + self.frame_s - self.lead_s
+            return self.play_cursor + min(self.chunk_frames, len(self.queue)) * self.frame_s - self.lead_s
         return None
 
     # -- audio in ----------------------------------------------------------------------------------------------
@@ -111,20 +117,27 @@ class Playback:
     # -- audio out ---------------------------------------------------------------------------------------------
 
     def release(self, now: float) -> list[bytes]:
-        """The frames that may go to ACS now (real time plus the lead)."""
-        frames: list[bytes] = []
+        """The audio that may go to ACS now (real time plus the lead), as chunks of up to `chunk_frames` frames."""
+        chunks: list[bytes] = []
         if not (self.queue and self.media_ready):
-            return frames
+            return chunks
         if self.play_cursor < now:
             self.play_cursor = now  # nothing buffered at ACS: playback (re)starts now
         limit = now + self.lead_s + 1e-9
-        while self.queue and self.play_cursor + self.frame_s <= limit:
-            item, frame = self.queue.popleft()
-            self.play_cursor += self.frame_s
-            item.sent_ms += len(frame) / self.bytes_per_ms
-            item.end_at = self.play_cursor
-            frames.append(frame)
-        return frames
+        queue = self.queue
+        while queue:
+            count = min(self.chunk_frames, len(queue))  # a whole chunk, or the rest of what is queued
+            if self.play_cursor + count * self.frame_s > limit:
+                break
+            frames: list[bytes] = []
+            for _ in range(count):
+                item, frame = queue.popleft()
+                self.play_cursor += self.frame_s
+                item.sent_ms += len(frame) / self.bytes_per_ms
+                item.end_at = self.play_cursor
+                frames.append(frame)
+            chunks.append(frames[0] if count == 1 else b"".join(frames))
+        return chunks
 
     def interrupt(self, now: float) -> tuple[bool, list[Heard], set[str]]:
         """Stop at once: drop everything queued. Returns whether audio was playing (StopAudio needed), the items

@@ -207,7 +207,10 @@ class PhoneCall:
                 await self.changed.wait()
 
     async def wait_for_audio(self, frames: int = 1, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        await self.wait_until(lambda: sum(r.kind == "AudioData" for r in self.received) >= frames, timeout)
+        """Until `frames` 20 ms frames of bot audio have arrived (an AudioData message may carry several)."""
+        size = self.frame_bytes
+        await self.wait_until(
+            lambda: sum(len(r.audio) for r in self.received if r.kind == "AudioData") >= frames * size, timeout)
 
     async def wait_for_stop(self, after: float = 0.0, timeout: float = 10.0) -> Received:  # noqa: ASYNC109
         def found() -> bool:

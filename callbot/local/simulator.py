@@ -158,6 +158,9 @@ class BotMonitor:
                 self._open.audio += r.audio
             elif r.kind == "StopAudio" and self._open is not None:
                 self._open.stopped_at = r.at
+                # StopAudio flushes what the phone had buffered: the burst is what played until then
+                heard = 2 * max(0, round((r.at - self._open.start) * self.call.sample_rate))
+                del self._open.audio[heard:]
                 self._close()
         if self._open is not None and now - self._open.last > BURST_GAP_S:
             self._close()

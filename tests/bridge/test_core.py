@@ -97,6 +97,51 @@ def test_model_audio_is_reframed_into_20ms_frames_and_paced_with_bounded_lead() 
     assert frames[-1][0] <= 1.0 - 0.100 + 0.020 + 1e-6
 
 
+def test_bot_audio_is_released_a_chunk_per_message_within_the_lead_and_wakes_once_per_chunk() -> None:
+    core = make_core(lead_ms=120, chunk_ms=40)
+    ready(core)
+    start_response(core, 0.0)
+    delta(core, 0.0, 1000)
+    timeline = run_clock(core, 0.0, 2.0)
+    chunks = [(t, a) for t, a in timeline if isinstance(a, AcsAudio)]
+    assert all(len(a.pcm) == 2 * FRAME for _, a in chunks[:-1]) and len(chunks) == 25
+    assert b"".join(a.pcm for _, a in chunks) == bytes([1]) * 48000
+    released = 0.0
+    for t, a in chunks:
+        released += len(a.pcm) / FRAME * 0.020
+        assert released - t <= 0.120 + 1e-6  # never more than the lead ahead of real time
+    # after the initial 120 ms, a chunk goes out each time 40 ms have played: one wake-up per chunk
+    steady = [t for t, _ in chunks[3:]]
+    assert all(abs((b - a) - 0.040) < 0.0011 for a, b in zip(steady, steady[1:], strict=False))
+    assert core.stats.bot_frames == 50
+    assert core.next_deadline() is None or core.next_deadline() > 2.0
+
+
+def test_barge_in_truncates_to_what_was_heard_whatever_the_chunk_size() -> None:
+    heard = {}
+    for chunk_ms in (20, 40, 100):
+        core = make_core(lead_ms=100, chunk_ms=chunk_ms)
+        ready(core)
+        start_response(core, 0.0)
+        delta(core, 0.0, 2000)
+        run_clock(core, 0.0, 0.5)
+        actions = core.server_event(0.5, {"type": "input_audio_buffer.speech_started", "audio_start_ms": 500})
+        truncate = next(e for e in vl_events(actions) if e["type"] == "conversation.item.truncate")
+        heard[chunk_ms] = truncate["audio_end_ms"]
+    assert heard == {20: 500, 40: 500, 100: 500}
+
+
+def test_model_audio_delta_that_is_not_ascii_is_skipped_and_the_call_goes_on() -> None:
+    core = make_core()
+    ready(core)
+    start_response(core, 0.0)
+    core.server_event(0.0, {"type": "response.audio.delta", "response_id": "resp_1", "item_id": "item_1",
+                            "delta": "AAAA\u00e9"})
+    delta(core, 0.0, 40)
+    frames = sent_frames([a for _, a in run_clock(core, 0.0, 0.2)])
+    assert b"".join(f.pcm for f in frames) == bytes([1]) * 40 * 48
+
+
 def test_partial_frame_at_end_of_audio_is_padded_not_lost() -> None:
     core = make_core()
     ready(core)
