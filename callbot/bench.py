@@ -1,6 +1,7 @@
 """`callbot bench`: N concurrent simulated calls against a real `callbot serve` process; prints what it costs.
 
     callbot bench --calls N --seconds S [--barge-in-every T] [--sweep] [--json OUT]
+    callbot bench --floor [uvicorn|aiohttp] --calls N --seconds S   (a call's messages through the bare stack)
 
 The processes and the accounting are in `callbot.benchmark`. Progress goes to stderr, the table to stdout.
 """
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 
 from callbot.benchmark.common import BenchError
+from callbot.benchmark.floor import format_floor, run_floor
 from callbot.benchmark.report import render, render_sweep
 from callbot.benchmark.run import BenchOptions, run_once, sweep
 
@@ -39,7 +41,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     opts = BenchOptions(calls=args.calls, seconds=args.seconds, barge_in_every=args.barge_in_every,
                         keep_logs=args.keep_logs)
     try:
-        if args.sweep:
+        if args.floor:
+            result = asyncio.run(run_floor(args.calls, args.seconds, _progress, args.floor))
+            text = format_floor(result)
+        elif args.sweep:
             result = asyncio.run(sweep(opts, _progress, max_calls=args.max_calls))
             text = render_sweep(result)
         else:
@@ -66,6 +71,9 @@ def register_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        help="interrupt every bot answer T s after its first audio (0: never); default 3")
     bench.add_argument("--sweep", action="store_true",
                        help="find the largest N with p99 forwarding < 20 ms and 0 lost frames (doubling, then bisect)")
+    bench.add_argument("--floor", nargs="?", const="uvicorn", choices=["uvicorn", "aiohttp"],
+                       help="measure the stack's floor instead: N sockets relaying a call's message mix with no "
+                            "bridge logic, on callbot's server stack (uvicorn, the default) or on aiohttp's server")
     bench.add_argument("--max-calls", type=_positive(int), default=2000, help="upper bound of --sweep")
     bench.add_argument("--json", metavar="OUT", help="also write the full report as JSON to OUT")
     bench.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (kept anyway on errors)")

@@ -43,6 +43,24 @@ async def test_bench_three_calls_loses_no_frame_and_reports_every_figure(tmp_pat
     assert server["cpu_ms_per_call_second"] > 0
     assert server["rss_mib"] >= server["rss_idle_mib"] > 0
     assert set(report["verdict"]) == {"capacity_ok", "cpu_ok", "barge_in_ok", "rss_ok"}
+    assert report["machine"]["pinning"]  # says where the server and the load ran
+
+
+async def test_bench_floor_relays_a_calls_messages_on_both_stacks_and_reports_their_cpu(tmp_path: Path) -> None:
+    for stack in ("uvicorn", "aiohttp"):
+        out = tmp_path / f"floor-{stack}.json"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "callbot", "bench", "--floor", stack, "--calls", "3", "--seconds", "1",
+            "--json", str(out), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, stderr.decode()[-2000:]
+        assert "ms per call-second" in stdout.decode()
+        report = json.loads(out.read_text())
+        assert report["server"] == stack and report["calls"] == 3
+        # every caller message reached the model's side and the bot's messages came back, at the call's rates
+        assert 45 <= report["relayed_per_call_second"]["to_model"] <= 55
+        assert 15 <= report["relayed_per_call_second"]["to_caller"] <= 25
+        assert 0 < report["relay_cpu_percent_of_core"] < 100
 
 
 def test_frame_tags_survive_as_base64_prefixes() -> None:

@@ -141,7 +141,7 @@ def build(opts: dict[str, Any], acs: dict[str, Any], model: dict[str, Any], proc
             "model_cpu_percent_of_core": round(100 * proc["model_cpu_s"] / proc["wall_s"], 1),
             "sender_lag_ms": lag,
         },
-        "machine": {"cpus": os.cpu_count(),
+        "machine": {"cpus": os.cpu_count(), "pinning": proc.get("pinning", ""),
                     "other_cpu_percent_of_core": round(100 * proc["other_cpu_s"] / proc["wall_s"], 1)},
     }
     lost = caller_lost + bot["lost"]
@@ -193,7 +193,7 @@ def render(report: dict[str, Any]) -> str:
         + "".join(f"\n  {kind}: {n}" for kind, n in report["errors"]["by_kind"].items()),
         f"load generator  ACS side {lg['acs_cpu_percent_of_core']}% of a core, model "
         f"{lg['model_cpu_percent_of_core']}%, frame sender lag p99 {_ms(lg['sender_lag_ms']['p99'])} ms",
-        f"machine         {report['machine']['cpus']} CPUs; other processes used "
+        f"machine         {report['machine']['cpus']} CPUs ({report['machine']['pinning']}); other processes used "
         f"{report['machine']['other_cpu_percent_of_core']}% of a core during the window",
     ]
     verdict = report["verdict"]

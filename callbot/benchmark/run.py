@@ -169,6 +169,24 @@ class _Sampler:
             await asyncio.sleep(0.5)
 
 
+def _pin(psutil: Any, server: Any, load: list[Any]) -> str:
+    """With two or more CPUs, the server gets the first to itself and the load generator the rest, so the two never
+    compete for a core and the server's CPU cost is less at the mercy of scheduling (runs vary less)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return "not pinned (no CPU affinity here)"
+    if len(cpus) < 2:
+        return "not pinned (one CPU)"
+    try:
+        server.cpu_affinity(cpus[:1])
+        for process in load:
+            process.cpu_affinity(cpus[1:])
+    except (OSError, AttributeError, psutil.Error) as exc:
+        return f"not pinned ({type(exc).__name__})"
+    return f"server on CPU {cpus[0]}, load generator on CPU {','.join(map(str, cpus[1:]))}"
+
+
 def _cpu(process: Any) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)
@@ -217,6 +235,7 @@ async def run_once(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
             progress(f"placing calls: {event['connected']}/{opts.calls} connected, {event['failed']} failed")
         t0 = event["t0"]
         procs = {"server": srv, "acs": psutil.Process(acs.proc.pid), "model": psutil.Process(model.proc.pid)}
+        pinning = _pin(psutil, srv, [procs["acs"], procs["model"]])
         cpu0 = {name: _cpu(p) for name, p in procs.items()}
         sys0 = srv.cpu_times().system
         busy0 = _machine_busy(psutil)
@@ -244,7 +263,7 @@ async def run_once(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
             _count_log_levels, tmp / "server.log", log_size)
         proc_stats = {"wall_s": wall, "server_cpu_s": cpu["server"], "server_sys_s": server_sys,
                       "acs_cpu_s": cpu["acs"], "model_cpu_s": cpu["model"], "other_cpu_s": other,
-                      "rss_idle": rss_idle, "rss_calls": sampler.rss_max,
+                      "rss_idle": rss_idle, "rss_calls": sampler.rss_max, "pinning": pinning,
                       "server_log_errors": log_errors, "server_log_warnings": log_warnings}
         options = {k: v for k, v in asdict(opts).items() if k not in ("server_command", "keep_logs")}
         result = report.build(options, acs_result, model_result, proc_stats)
