@@ -32,7 +32,7 @@ class AudioMetadata:
     length: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~0.7 µs more, 50 times a second per call
 class AudioData:
     """One caller audio frame. `b64` is checked to be canonical base64 of whole 16-bit samples but not decoded:
     the bridge forwards the text as is; `data` decodes it on access (replay, tests)."""
