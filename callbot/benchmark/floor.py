@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,30 @@ async def _sink(config: dict[str, Any]) -> None:
 # -- relay (callbot's place, on callbot's server stack) ---------------------------------------------------------
 
 
+async def _relay_call(model: aiohttp.ClientWebSocketResponse, receive: Callable[[], Awaitable[str | None]],
+                      send: Callable[[str], Awaitable[None]]) -> None:
+    """One relayed call: caller messages on to the model unparsed, model messages read and dropped, bot messages out
+    on a timer; until `receive` returns None (the caller's socket closed)."""
+
+    async def down() -> None:
+        async for _ in model:
+            pass
+
+    async def out() -> None:
+        while True:
+            await asyncio.sleep(1 / BOT_PER_S)
+            await send(BOT_TEXT)
+
+    tasks = [asyncio.create_task(down()), asyncio.create_task(out())]
+    try:
+        while (text := await receive()) is not None:
+            await model.send_frame(text.encode(), aiohttp.WSMsgType.TEXT)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await model.close()
+
+
 def _relay_app(sink_url: str) -> Any:
     from starlette.applications import Starlette
     from starlette.routing import WebSocketRoute
@@ -95,28 +120,12 @@ def _relay_app(sink_url: str) -> Any:
         await ws.accept()
         if "s" not in session:
             session["s"] = aiohttp.ClientSession()
-        model = await session["s"].ws_connect(sink_url, max_msg_size=0)
 
-        async def down() -> None:
-            async for _ in model:
-                pass
+        async def receive() -> str | None:
+            message = await ws.receive()
+            return None if message["type"] == "websocket.disconnect" else str(message["text"])
 
-        async def out() -> None:
-            while True:
-                await asyncio.sleep(1 / BOT_PER_S)
-                await ws.send_text(BOT_TEXT)
-
-        tasks = [asyncio.create_task(down()), asyncio.create_task(out())]
-        try:
-            while True:
-                message = await ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                await model.send_frame(message["text"].encode(), aiohttp.WSMsgType.TEXT)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await model.close()
+        await _relay_call(await session["s"].ws_connect(sink_url, max_msg_size=0), receive, ws.send_text)
 
     return Starlette(routes=[WebSocketRoute("/", relay)])
 
@@ -139,25 +148,12 @@ async def _aiohttp_relay(config: dict[str, Any]) -> None:
     async def relay(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
-        model = await client.ws_connect(sink_url, max_msg_size=0)
 
-        async def down() -> None:
-            async for _ in model:
-                pass
+        async def receive() -> str | None:
+            message = await ws.receive()
+            return str(message.data) if message.type == aiohttp.WSMsgType.TEXT else None
 
-        async def out() -> None:
-            while True:
-                await asyncio.sleep(1 / BOT_PER_S)
-                await ws.send_str(BOT_TEXT)
-
-        tasks = [asyncio.create_task(down()), asyncio.create_task(out())]
-        try:
-            async for message in ws:
-                await model.send_frame(message.data.encode(), aiohttp.WSMsgType.TEXT)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await model.close()
+        await _relay_call(await client.ws_connect(sink_url, max_msg_size=0), receive, ws.send_str)
         return ws
 
     app = web.Application()
