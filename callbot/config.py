@@ -144,8 +144,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _chunk_fits_lead(self) -> Settings:
-        if self.callbot_playback_chunk_ms > self.callbot_playback_lead_ms:
-            raise ValueError("CALLBOT_PLAYBACK_CHUNK_MS must not exceed CALLBOT_PLAYBACK_LEAD_MS")
+        # ACS's buffer runs between lead - chunk and lead: at most half the lead per chunk keeps half of it as margin
+        # against network jitter (a 20 ms chunk is always allowed)
+        largest = max(20, self.callbot_playback_lead_ms // 2 // 20 * 20)
+        if self.callbot_playback_chunk_ms > largest:
+            if "callbot_playback_chunk_ms" in self.model_fields_set:
+                raise ValueError("CALLBOT_PLAYBACK_CHUNK_MS must be at most half of CALLBOT_PLAYBACK_LEAD_MS (or 20)")
+            object.__setattr__(self, "callbot_playback_chunk_ms", largest)  # the default follows a short lead (frozen)
         return self
 
     # Derived values -------------------------------------------------------------------------------------------

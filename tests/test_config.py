@@ -46,12 +46,27 @@ def test_no_endpoint_means_offline_stand_in(monkeypatch: pytest.MonkeyPatch) -> 
     {"CALLBOT_VAD_THRESHOLD": "2"},
     {"LOG_LEVEL": "LOUD"},
     {"AZURE_VOICELIVE_AGENT_NAME": "agent-only"},
+    {"CALLBOT_PLAYBACK_CHUNK_MS": "30"},  # not whole 20 ms frames
+    {"CALLBOT_PLAYBACK_CHUNK_MS": "80"},  # more than half the default 120 ms lead: too little jitter margin
+    {"CALLBOT_PLAYBACK_CHUNK_MS": "40", "CALLBOT_PLAYBACK_LEAD_MS": "60"},
 ])
 def test_invalid_values_are_refused_with_the_variable_named(monkeypatch: pytest.MonkeyPatch,
                                                              env: dict[str, str]) -> None:
     with pytest.raises(ValidationError) as info:
         settings(monkeypatch, **env)
     assert any(k.lower() in str(info.value).lower() for k in env)
+
+
+@pytest.mark.parametrize("lead,chunk", [(20, 20), (40, 20), (120, 60), (200, 100)])
+def test_playback_chunk_may_be_up_to_half_the_lead(monkeypatch: pytest.MonkeyPatch, lead: int, chunk: int) -> None:
+    s = settings(monkeypatch, CALLBOT_PLAYBACK_LEAD_MS=str(lead), CALLBOT_PLAYBACK_CHUNK_MS=str(chunk))
+    assert (s.callbot_playback_lead_ms, s.callbot_playback_chunk_ms) == (lead, chunk)
+
+
+@pytest.mark.parametrize("lead,chunk", [(20, 20), (60, 20), (80, 40), (1000, 40)])
+def test_default_playback_chunk_follows_a_short_lead(monkeypatch: pytest.MonkeyPatch, lead: int, chunk: int) -> None:
+    monkeypatch.delenv("CALLBOT_PLAYBACK_CHUNK_MS", raising=False)
+    assert settings(monkeypatch, CALLBOT_PLAYBACK_LEAD_MS=str(lead)).callbot_playback_chunk_ms == chunk
 
 
 @pytest.mark.parametrize("value,expected", [("off", ""), ("false", ""), ("on", "azure_deep_noise_suppression"),

@@ -42,7 +42,7 @@ async def test_caller_audio_reaches_voicelive_byte_exact_in_pcm24k(phone: PhoneN
 async def test_model_audio_comes_back_as_whole_frames_in_chunks_paced_at_real_time(
         phone: PhoneNetwork, voicelive: VoiceLiveServer, chunk_ms: int) -> None:
     async with run_callbot(azure_voicelive_endpoint=voicelive.url, callbot_playback_chunk_ms=chunk_ms,
-                           **phone_env(phone)) as cb:
+                           callbot_playback_lead_ms=max(120, 2 * chunk_ms), **phone_env(phone)) as cb:
         call = await place(phone, cb.url)
         session = await voicelive.wait_for_session()
         await session.wait_for("session.update")
