@@ -119,7 +119,7 @@ def _relay_app(sink_url: str) -> Any:
     async def relay(ws: WebSocket) -> None:
         await ws.accept()
         if "s" not in session:
-            session["s"] = aiohttp.ClientSession()
+            session["s"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
         async def receive() -> str | None:
             message = await ws.receive()
@@ -143,7 +143,7 @@ def _run_relay(port: int, sink_url: str) -> None:
 async def _aiohttp_relay(config: dict[str, Any]) -> None:
     """The same relay on aiohttp's own server (its WebSocket reader is compiled), for comparison."""
     sink_url = str(config["sink"])
-    client = aiohttp.ClientSession()
+    client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def relay(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=0)
@@ -171,7 +171,7 @@ async def _aiohttp_relay(config: dict[str, Any]) -> None:
 
 async def _load(config: dict[str, Any]) -> None:
     url, calls = config["url"], int(config["calls"])
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         sockets = [await session.ws_connect(url, max_msg_size=0) for _ in range(calls)]
 
         async def drain(ws: aiohttp.ClientWebSocketResponse) -> None:
