@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     # Media
     callbot_media_format: MediaFormat = "pcm24k"
     callbot_playback_lead_ms: int = Field(120, ge=20, le=1000)
-    callbot_playback_chunk_ms: int = Field(40, ge=20, le=100, multiple_of=20)
+    callbot_playback_chunk_ms: int = Field(20, ge=20, le=100, multiple_of=20)
     callbot_preconnect_buffer_ms: int = Field(10000, ge=0, le=60000)
 
     # Operations
@@ -146,11 +146,8 @@ class Settings(BaseSettings):
     def _chunk_fits_lead(self) -> Settings:
         # ACS's buffer runs between lead - chunk and lead: at most half the lead per chunk keeps half of it as margin
         # against network jitter (a 20 ms chunk is always allowed)
-        largest = max(20, self.callbot_playback_lead_ms // 2 // 20 * 20)
-        if self.callbot_playback_chunk_ms > largest:
-            if "callbot_playback_chunk_ms" in self.model_fields_set:
-                raise ValueError("CALLBOT_PLAYBACK_CHUNK_MS must be at most half of CALLBOT_PLAYBACK_LEAD_MS (or 20)")
-            object.__setattr__(self, "callbot_playback_chunk_ms", largest)  # the default follows a short lead (frozen)
+        if self.callbot_playback_chunk_ms > max(20, self.callbot_playback_lead_ms // 2):
+            raise ValueError("CALLBOT_PLAYBACK_CHUNK_MS must be at most half of CALLBOT_PLAYBACK_LEAD_MS (or 20)")
         return self
 
     # Derived values -------------------------------------------------------------------------------------------

@@ -63,12 +63,6 @@ def test_playback_chunk_may_be_up_to_half_the_lead(monkeypatch: pytest.MonkeyPat
     assert (s.callbot_playback_lead_ms, s.callbot_playback_chunk_ms) == (lead, chunk)
 
 
-@pytest.mark.parametrize("lead,chunk", [(20, 20), (60, 20), (80, 40), (1000, 40)])
-def test_default_playback_chunk_follows_a_short_lead(monkeypatch: pytest.MonkeyPatch, lead: int, chunk: int) -> None:
-    monkeypatch.delenv("CALLBOT_PLAYBACK_CHUNK_MS", raising=False)
-    assert settings(monkeypatch, CALLBOT_PLAYBACK_LEAD_MS=str(lead)).callbot_playback_chunk_ms == chunk
-
-
 @pytest.mark.parametrize("value,expected", [("off", ""), ("false", ""), ("on", "azure_deep_noise_suppression"),
                                             ("near_field", "near_field")])
 def test_noise_reduction_switch(monkeypatch: pytest.MonkeyPatch, value: str, expected: str) -> None:
