@@ -28,6 +28,11 @@ CONNECT_TIMEOUT_S = 10.0
 ENTRA_SCOPE = "https://ai.azure.com/.default"
 
 
+# A ping when the socket has been quiet this long; no pong within half of it and the session counts as dropped. A
+# network drop without FIN or RST is otherwise silent: the caller would talk into a dead socket until TCP gave up.
+HEARTBEAT_S = 5.0
+
+
 class VoiceLiveUnavailable(Exception):
     """The session could not be opened (unreachable, refused, auth failed, timed out)."""
 
@@ -68,7 +73,7 @@ class VoiceLiveConnector:
         manager = connect(
             endpoint=self.endpoint,
             credential=self.credential,
-            connection_options={"heartbeat": 20.0, "close_timeout": 1.0, "max_msg_size": 8 * 1024 * 1024},
+            connection_options={"heartbeat": HEARTBEAT_S, "close_timeout": 1.0, "max_msg_size": 8 * 1024 * 1024},
             credential_scopes=[ENTRA_SCOPE],
             **kwargs,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
@@ -18,7 +19,9 @@ from callbot.bridge.runner import _Outbox
 from callbot.local.phone import PhoneNetwork
 from callbot.local.voicelive_server import VoiceLiveServer
 from callbot.server import wait_until_ready
+from callbot.voicelive.connection import HEARTBEAT_S
 from tests.bridge.test_bridge_e2e import phone_env, speechlike
+from tests.bridge.test_runner import until
 from tests.harness import SIGNING_KEY, VOICELIVE_KEY, WEBHOOK_SECRET, run_callbot
 
 
@@ -68,6 +71,77 @@ async def test_voicelive_never_reachable_caller_hears_apology_then_hang_up(phone
         apology = call.bot_audio()
         assert len(apology) / call.frame_bytes * 0.02 >= 4.0, "the apology was played before hanging up"
         assert any(apology)
+
+
+class BlackholeProxy:
+    """TCP to the Voice Live stand-in that, on `blackhole()`, stops carrying bytes on the connections open at the
+    time, in both directions, without closing them: a network drop with no FIN or RST. Later connections work."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.generation = 0
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> BlackholeProxy:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    def blackhole(self) -> None:
+        self.generation += 1
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        born = self.generation
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pump(src, dst, born))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, born: int) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await src.read(65536):
+                if self.generation == born:  # else: swallowed, as by a dead network path
+                    dst.write(data)
+                    await dst.drain()
+        dst.close()
+
+
+async def test_a_silent_network_drop_to_voicelive_is_found_by_the_heartbeat_and_the_call_reconnects(
+        phone: PhoneNetwork, voicelive: VoiceLiveServer) -> None:
+    async with BlackholeProxy(int(voicelive.url.rsplit(":", 1)[1].strip("/"))) as proxy, \
+            run_callbot(azure_voicelive_endpoint=proxy.url, **phone_env(phone)) as cb:
+        call = await phone.place_call(cb.url, WEBHOOK_SECRET)
+        first = await voicelive.wait_for_session(0)
+        await first.wait_for("session.update")
+        await first.transcription_completed("item_caller_1", "what are your opening hours")
+        bridge = next(iter(cb.services.registry.calls.values())).bridge
+        assert bridge is not None
+        await until(lambda: len(bridge.core.turns) == 1, timeout=5)  # the transcript got through before the path dies
+        proxy.blackhole()  # no FIN, no RST: only the missing pong tells
+        dropped_at = time.monotonic()
+        second = await voicelive.wait_for_session(1, timeout=12)
+        found_after = time.monotonic() - dropped_at
+        await second.wait_for("session.update")
+        restored = await second.wait_for("conversation.item.create")
+        assert restored["item"]["content"][0]["text"] == "what are your opening hours"
+        # a ping after HEARTBEAT_S of quiet, half of that for the pong, then the reconnect: seconds of dead air, not
+        # the half-minute a 20 s heartbeat (or TCP's own timeouts) would take
+        assert HEARTBEAT_S <= found_after <= 10
+        assert cb.services.registry.calls, "the call survived the drop"
+        await call.hang_up()
 
 
 def test_stalled_voicelive_outbox_drops_oldest_caller_audio_never_control() -> None:
