@@ -48,37 +48,35 @@ async def _until_exit(counter: list[int] | None = None) -> None:
 # -- sink (Voice Live's place) ---------------------------------------------------------------------------------
 
 
-_received = [0]  # messages that reached this process (the sink's or the load's)
-
-
-async def _sink_socket(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(max_msg_size=0)
-    await ws.prepare(request)
-
-    async def talk() -> None:
-        while True:
-            await asyncio.sleep(1 / MODEL_PER_S)
-            await ws.send_str(MODEL_TEXT)
-
-    talker = asyncio.create_task(talk())
-    try:
-        async for _ in ws:
-            _received[0] += 1
-    finally:
-        talker.cancel()
-    return ws
-
-
 async def _sink(config: dict[str, Any]) -> None:
+    received = [0]  # caller messages that reached the sink, over all sockets
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+
+        async def talk() -> None:
+            while True:
+                await asyncio.sleep(1 / MODEL_PER_S)
+                await ws.send_str(MODEL_TEXT)
+
+        talker = asyncio.create_task(talk())
+        try:
+            async for _ in ws:
+                received[0] += 1
+        finally:
+            talker.cancel()
+        return ws
+
     app = web.Application()
-    app.router.add_get("/", _sink_socket)
+    app.router.add_get("/", handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     c.emit("ready", url=f"http://127.0.0.1:{port}/")
-    await _until_exit(_received)
+    await _until_exit(received)
     await runner.cleanup()
 
 
@@ -171,12 +169,13 @@ async def _aiohttp_relay(config: dict[str, Any]) -> None:
 
 async def _load(config: dict[str, Any]) -> None:
     url, calls = config["url"], int(config["calls"])
+    received = [0]  # bot messages that reached the load, over all sockets
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         sockets = [await session.ws_connect(url, max_msg_size=0) for _ in range(calls)]
 
         async def drain(ws: aiohttp.ClientWebSocketResponse) -> None:
             async for _ in ws:
-                _received[0] += 1
+                received[0] += 1
 
         readers = [asyncio.create_task(drain(ws)) for ws in sockets]
         c.emit("ready")
@@ -195,7 +194,7 @@ async def _load(config: dict[str, Any]) -> None:
                 tick += 1
 
         sender = asyncio.create_task(send())
-        await _until_exit(_received)
+        await _until_exit(received)
         sender.cancel()
         for task in readers:
             task.cancel()
@@ -207,7 +206,7 @@ async def _load(config: dict[str, Any]) -> None:
 
 
 async def run_floor(calls: int, seconds: float, progress: Any, server: str = "uvicorn") -> dict[str, Any]:
-    from callbot.benchmark.run import Child, _free_port, _pin, _psutil
+    from callbot.benchmark.run import Child, _cpu, _free_port, _pin, _psutil
 
     psutil = _psutil()
     c.raise_file_limit()
@@ -264,11 +263,6 @@ async def _counts(sink: Any, load: Any) -> list[int]:
         child.send({"cmd": "count"})
         out.append(int((await child.expect("count", timeout=10))["received"]))
     return out
-
-
-def _cpu(process: Any) -> float:
-    t = process.cpu_times()
-    return float(t.user + t.system)
 
 
 async def _wait_port(port: int) -> None:
