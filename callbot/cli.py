@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -36,8 +37,15 @@ def _settings(**overrides: object) -> object:
     try:
         return load_settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise SystemExit(f"callbot: invalid configuration: {problems}") from None
+
+
+def _problem(error: Any) -> str:
+    """One validation error as a short phrase: the setting's name (when pydantic knows it) and what is wrong."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    name = ".".join(str(p) for p in error["loc"]).upper()
+    return message if not name or message.startswith(name) else f"{name}: {message}"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

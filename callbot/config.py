@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-TurnDetection = Literal["azure_semantic_vad", "azure_semantic_vad_multilingual", "server_vad"]
+TurnDetection = Literal["azure_semantic_vad", "azure_semantic_vad_en", "azure_semantic_vad_multilingual", "server_vad"]
 MediaFormat = Literal["pcm24k", "pcm16k"]
+VoiceType = Literal["auto", "openai", "azure-standard", "azure-realtime-native", "azure-custom", "azure-personal"]
 
 DEFAULT_INSTRUCTIONS = (
     "You are a friendly, concise assistant answering a phone call. Speak naturally, keep answers short "
@@ -22,8 +24,15 @@ DEFAULT_INSTRUCTIONS = (
 DEFAULT_GREETING = "Hello, thanks for calling. How can I help you today?"
 ACS_ISSUER = "https://acscallautomation.communication.azure.com"
 ACS_JWKS_URL = "https://acscallautomation.communication.azure.com/calling/keys"
-_OFF = {"", "0", "off", "false", "no", "none", "disabled"}
-_ON = {"1", "on", "true", "yes", "enabled"}
+_OFF = frozenset({"", "0", "off", "false", "no", "none", "disabled"})
+_ON = frozenset({"1", "on", "true", "yes", "enabled"})
+# URL-valued settings and the schemes each accepts (checked at start: one clear line instead of a failure per call)
+_URL_SCHEMES: dict[str, frozenset[str]] = {
+    "azure_voicelive_endpoint": frozenset({"https", "http", "wss", "ws"}),
+    "acs_endpoint": frozenset({"https", "http"}),
+    "callbot_public_url": frozenset({"https", "http"}),
+    "callbot_acs_jwks_url": frozenset({"https", "http"}),
+}
 
 
 class Settings(BaseSettings):
@@ -52,6 +61,9 @@ class Settings(BaseSettings):
     callbot_instructions_file: Path | None = None
     callbot_greeting: str = DEFAULT_GREETING
     callbot_voice: str = "en-US-Ava:DragonHDLatestNeural"
+    callbot_voice_type: VoiceType = "auto"
+    callbot_voice_endpoint_id: str | None = None  # azure-custom voices: the custom voice deployment's endpoint id
+    callbot_voice_model: str | None = None  # azure-personal voices: the neural model (e.g. DragonLatestNeural)
     callbot_temperature: float = Field(0.8, ge=0.6, le=1.2)
     callbot_transcription_model: str = "azure-speech"
     callbot_transcription_language: str | None = None
@@ -76,6 +88,7 @@ class Settings(BaseSettings):
     callbot_max_concurrent_calls: int = Field(100, ge=1)
     callbot_drain_seconds: float = Field(30.0, ge=0)
     log_level: str = "INFO"
+    callbot_log_transcripts: bool = False  # caller/bot transcripts and key presses at INFO (personal data)
 
     # Security
     callbot_signing_key: SecretStr | None = None
@@ -96,6 +109,8 @@ class Settings(BaseSettings):
         "callbot_eventgrid_tenant_id",
         "callbot_instructions_file",
         "callbot_recordings_dir",
+        "callbot_voice_endpoint_id",
+        "callbot_voice_model",
         mode="before",
     )
     @classmethod
@@ -116,6 +131,22 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
+
+    @field_validator("azure_voicelive_endpoint", "acs_endpoint", "callbot_public_url", "callbot_acs_jwks_url")
+    @classmethod
+    def _url(cls, value: str | None, info: Any) -> str | None:
+        if value is None:
+            return value
+        schemes = _URL_SCHEMES[info.field_name]
+        try:
+            parts = urlsplit(value.strip())
+            host = parts.hostname
+        except ValueError:  # e.g. an unbalanced [ in the host
+            parts, host = None, None
+        if parts is None or parts.scheme.lower() not in schemes or not host:
+            raise ValueError(f"{info.field_name.upper()} must be a URL with a scheme ({', '.join(sorted(schemes))}) "
+                             f"and a host, e.g. https://example.com")
+        return value.strip()
 
     @field_validator("callbot_noise_reduction", "callbot_echo_cancellation")
     @classmethod
@@ -140,6 +171,14 @@ class Settings(BaseSettings):
     def _agent_mode_needs_both(self) -> Settings:
         if bool(self.azure_voicelive_agent_name) != bool(self.azure_voicelive_project_name):
             raise ValueError("AZURE_VOICELIVE_AGENT_NAME and AZURE_VOICELIVE_PROJECT_NAME must be set together")
+        return self
+
+    @model_validator(mode="after")
+    def _voice_needs_its_details(self) -> Settings:
+        from callbot.voicelive.voices import check_voice  # the SDK's voice names; imported late (it is large)
+
+        check_voice(self.callbot_voice, self.callbot_voice_type, self.callbot_voice_endpoint_id,
+                    self.callbot_voice_model)
         return self
 
     @model_validator(mode="after")

@@ -83,3 +83,43 @@ def test_secrets_never_appear_in_repr_or_public_view(monkeypatch: pytest.MonkeyP
         assert secret not in shown
         assert "c2VjcmV0" not in shown
     assert s.public_dict()["callbot_webhook_secret"] == "<set>"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("AZURE_VOICELIVE_ENDPOINT", "notaurl"),
+    ("AZURE_VOICELIVE_ENDPOINT", "ftp://res.services.ai.azure.com"),
+    ("AZURE_VOICELIVE_ENDPOINT", "https://"),
+    ("CALLBOT_PUBLIC_URL", "callbot.example.com"),
+    ("CALLBOT_PUBLIC_URL", "wss://callbot.example.com"),
+    ("CALLBOT_ACS_JWKS_URL", "keys.json"),
+    ("ACS_ENDPOINT", "https://[::1"),
+])
+def test_a_url_setting_without_a_usable_scheme_and_host_is_refused_naming_it(
+        monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        settings(monkeypatch, **{name: value})
+    assert f"{name} must be a URL with a scheme" in str(err.value)
+
+
+def test_url_settings_accept_local_stand_ins_and_https(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = settings(monkeypatch, AZURE_VOICELIVE_ENDPOINT="ws://127.0.0.1:9000/", CALLBOT_PUBLIC_URL="https://cb.example",
+                 CALLBOT_ACS_JWKS_URL="http://127.0.0.1:8100/calling/keys")
+    assert (s.azure_voicelive_endpoint, s.callbot_public_url) == ("ws://127.0.0.1:9000", "https://cb.example")
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"CALLBOT_VOICE": "fable"}, "neither an OpenAI realtime voice"),  # not a realtime voice in the SDK
+    ({"CALLBOT_VOICE": "nova", "CALLBOT_VOICE_TYPE": "openai"}, "is not an OpenAI realtime voice"),
+    ({"CALLBOT_VOICE": "bob", "CALLBOT_VOICE_TYPE": "azure-realtime-native"}, "not an azure-realtime native voice"),
+    ({"CALLBOT_VOICE": "MyVoice", "CALLBOT_VOICE_TYPE": "azure-custom"}, "needs CALLBOT_VOICE_ENDPOINT_ID"),
+    ({"CALLBOT_VOICE": "speaker1", "CALLBOT_VOICE_TYPE": "azure-personal"}, "needs CALLBOT_VOICE_MODEL"),
+])
+def test_a_voice_that_cannot_be_used_is_refused_at_start(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                                         message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        settings(monkeypatch, **env)
+
+
+def test_transcripts_stay_out_of_info_logs_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings(monkeypatch).callbot_log_transcripts is False
+    assert settings(monkeypatch, CALLBOT_LOG_TRANSCRIPTS="on").callbot_log_transcripts is True

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 __all__ = ["AcsAudio", "AcsStop", "Action", "BridgeCore", "CoreConfig", "HangUp", "Stats", "Turn", "VlSend"]
 
 GOODBYE = "Our time is up for this call. Thank you for calling, goodbye."
-BENIGN_ERROR_CODES = {"response_cancel_not_active"}
+BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active"})
 MAX_RESTORED_TURNS = 40
 MAX_RESTORED_CHARS = 2000
 
@@ -67,6 +67,7 @@ class CoreConfig:
     max_call_seconds: float = 3600.0
     goodbye: str = GOODBYE
     goodbye_timeout_s: float = 15.0
+    log_transcripts: bool = False  # transcripts and key presses are personal data: DEBUG unless this is on
     session: dict[str, Any] = field(default_factory=dict)  # the `session` of session.update
 
     @classmethod
@@ -79,6 +80,7 @@ class CoreConfig:
             preconnect_buffer_ms=settings.callbot_preconnect_buffer_ms,
             greeting=settings.callbot_greeting,
             max_call_seconds=settings.callbot_max_call_seconds,
+            log_transcripts=settings.callbot_log_transcripts,
             session=vl.build_session(settings),
         )
 
@@ -106,6 +108,7 @@ class BridgeCore:
         self.unknown_kinds: set[str] = set()
         self.pregenerated_ok = True  # False once the service refused a pre-generated assistant message
         self.last_said = ""
+        self.personal_level = logging.INFO if self.cfg.log_transcripts else logging.DEBUG
 
     # -- time --------------------------------------------------------------------------------------------------
 
@@ -235,7 +238,7 @@ class BridgeCore:
 
     def dtmf(self, now: float, digits: str) -> list[Action]:
         self.stats.dtmf += 1
-        log.info("call %s: DTMF %s", self.cfg.call_id, digits)
+        log.log(self.personal_level, "call %s: DTMF %s", self.cfg.call_id, digits)
         return []
 
     def session_opened(self, now: float) -> list[Action]:
@@ -302,20 +305,21 @@ class BridgeCore:
         elif etype == "response.audio.done":
             item_id = ev.get("item_id")
             if isinstance(item_id, str):
-                self.playback.flush(item_id=item_id)
+                self.playback.audio_done(item_id)
         elif etype == "response.done":
             return self._response_done(now, ev)
         elif etype == "conversation.item.input_audio_transcription.completed":
             text = str(ev.get("transcript") or "").strip()
             if text:
                 self.turns.append(Turn("caller", text))
-                log.info("call %s: caller: %s", self.cfg.call_id, text)
+                log.log(self.personal_level, "call %s: caller: %s", self.cfg.call_id, text)
         elif etype == "response.audio_transcript.done":
             text = str(ev.get("transcript") or "").strip()
             if text:
                 interrupted = ev.get("response_id") in self.cancelled
                 self.turns.append(Turn("bot", text, interrupted))
-                log.info("call %s: bot%s: %s", self.cfg.call_id, " (interrupted)" if interrupted else "", text)
+                log.log(self.personal_level, "call %s: bot%s: %s", self.cfg.call_id,
+                        " (interrupted)" if interrupted else "", text)
         elif etype == "error":
             return self._error(ev)
         return []
@@ -345,7 +349,7 @@ class BridgeCore:
         rid = _str(response, "id")
         status = _str(response, "status")
         if rid:
-            self.playback.flush(response_id=rid)
+            self.playback.response_done(rid)
         if rid and rid == self.active_response:
             self.active_response = None
         if rid and rid == self.goodbye_response:

@@ -30,6 +30,7 @@ class PlayItem:
     received_ms: float = 0.0
     sent_ms: float = 0.0
     end_at: float = 0.0  # scheduled end of its last released frame
+    done: bool = False  # the model has sent all of its audio (response.audio.done / response.done)
     settled: bool = False  # truncated, from a lost session, or local audio: never truncated
 
 
@@ -99,6 +100,20 @@ class Playback:
             self._enqueue(current, rest)
         self.framer_item = None
 
+    def audio_done(self, item_id: str) -> None:
+        """`response.audio.done` for the item: no more of its audio comes."""
+        item = self.items.get(item_id)
+        if item is not None:
+            item.done = True
+        self.flush(item_id=item_id)
+
+    def response_done(self, response_id: str) -> None:
+        """`response.done`: every item of the response is complete."""
+        self.flush(response_id=response_id)
+        for item in self.items.values():
+            if item.response_id == response_id:
+                item.done = True
+
     def add_local(self, pcm: bytes) -> None:
         """Audio of callbot's own (the apology): played like model audio, never truncated."""
         item = PlayItem("local", "local", settled=True)
@@ -158,7 +173,9 @@ class Playback:
             unplayed_ms = max(0.0, (item.end_at - now) * 1000) if item.sent_ms else 0.0
             # whole ms, floored (never more than was heard); the epsilon absorbs float error of frame sums
             end_ms = int(min(max(0.0, item.sent_ms - unplayed_ms), item.received_ms) + 1e-6)
-            if 0 < end_ms < int(item.received_ms + 1e-6):
+            # an item still being generated is truncated even when all it delivered was heard: the service may
+            # hold more of it than reached callbot
+            if end_ms > 0 and (end_ms < int(item.received_ms + 1e-6) or not item.done):
                 heard.append(Heard(item, end_ms))
         self.play_cursor = min(self.play_cursor, now)
         return was_playing, heard, responses

@@ -9,24 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from callbot.config import Settings
+from callbot.voicelive.voices import voice_config
+
+__all__ = ["voice_config"]  # re-exported: part of what a session is built from
 
 # Voice Live wire names for each media format: (input sampling rate, output_audio_format).
 AUDIO_FORMATS: dict[str, tuple[int, str]] = {
     "pcm24k": (24000, "pcm16"),
     "pcm16k": (16000, "pcm16_16000hz"),
 }
-
-_OPENAI_VOICES = {
-    "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin", "cedar",
-}
-
-
-def voice_config(name: str) -> dict[str, Any]:
-    """`alloy` and friends are OpenAI voices; anything else (`en-US-AvaNeural`, `...:DragonHDLatestNeural`) is Azure."""
-    if name.strip().lower() in _OPENAI_VOICES:
-        return {"type": "openai", "name": name.strip().lower()}
-    return {"type": "azure-standard", "name": name.strip()}
-
 
 def turn_detection_config(settings: Settings) -> dict[str, Any]:
     td: dict[str, Any] = {
@@ -50,7 +41,8 @@ def build_session(settings: Settings) -> dict[str, Any]:
     session: dict[str, Any] = {
         "modalities": ["text", "audio"],
         "instructions": settings.instructions(),
-        "voice": voice_config(settings.callbot_voice),
+        "voice": voice_config(settings.callbot_voice, settings.callbot_voice_type, settings.callbot_voice_endpoint_id,
+                              settings.callbot_voice_model),
         "input_audio_format": "pcm16",
         "input_audio_sampling_rate": rate,
         "output_audio_format": out_format,

@@ -32,6 +32,23 @@ def test_openai_voices_are_recognised_by_name() -> None:
     assert vl.voice_config("en-US-AvaNeural")["type"] == "azure-standard"
 
 
+def test_every_voice_type_of_the_sdk_can_be_chosen() -> None:
+    voices = {
+        "native": make(callbot_voice="Ava", callbot_voice_type="azure-realtime-native"),
+        "custom": make(callbot_voice="ContosoVoice", callbot_voice_type="azure-custom",
+                       callbot_voice_endpoint_id="0a1b2c"),
+        "personal": make(callbot_voice="speaker-profile-1", callbot_voice_type="azure-personal",
+                         callbot_voice_model="DragonLatestNeural"),
+        "semantic-en": make(callbot_turn_detection="azure_semantic_vad_en"),
+    }
+    built = {name: vl.build_session(s) for name, s in voices.items()}
+    assert built["native"]["voice"] == {"type": "azure-realtime-native", "name": "ava"}
+    assert built["custom"]["voice"] == {"type": "azure-custom", "name": "ContosoVoice", "endpoint_id": "0a1b2c"}
+    assert built["personal"]["voice"] == {"type": "azure-personal", "name": "speaker-profile-1",
+                                          "model": "DragonLatestNeural"}
+    assert built["semantic-en"]["turn_detection"]["type"] == "azure_semantic_vad_en"
+
+
 def test_say_builds_a_pre_generated_assistant_message() -> None:
     event = vl.say("Hello")
     assert event["type"] == "response.create"
