@@ -245,6 +245,8 @@ class Services:
         stats = bridge.core.stats
         for name, value in (
             ("voicelive_reconnects", bridge.reconnects),
+            ("voicelive_unavailable", 1 if bridge.voicelive_failure else 0),
+            (f"voicelive_unavailable_{bridge.voicelive_failure or 'none'}", 1 if bridge.voicelive_failure else 0),
             ("barge_ins", stats.barge_ins),
             ("media_malformed", stats.malformed),
             ("caller_audio_dropped_frames", stats.caller_frames_dropped + bridge.outbox.dropped),

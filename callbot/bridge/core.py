@@ -168,7 +168,8 @@ class BridgeCore:
                          self.cfg.max_call_seconds)
                 actions.extend(self.end_call(now, "max_call_seconds"))
             return
-        played = self._ending_audio_done() and not self.playing(now)
+        # queued audio counts even before the media socket is attached: the last words wait for it (bounded)
+        played = self._ending_audio_done() and not self.queue and not self.playing(now)
         if played or now - self.ending_since >= self.cfg.goodbye_timeout_s:
             self.ended = True
             actions.append(HangUp(self.end_reason))

@@ -94,6 +94,8 @@ class CallBridge:
         on_hang_up: Callable[[str], Awaitable[None]] | None = None,
         tap: WireTap | None = None,
         apology: bytes = b"",
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.call_id = call_id
         self.settings = settings
@@ -103,6 +105,8 @@ class CallBridge:
         self.apology = apology
         self.core = BridgeCore(CoreConfig.from_settings(call_id, settings))
         self.loop = asyncio.get_running_loop()
+        self._clock = clock if clock is not None else self.loop.time  # injectable for tests, like JwtVerifier's
+        self._sleep = sleep if sleep is not None else asyncio.sleep
         self.outbox = _Outbox(OUTBOX_LIMIT)
         self.stop_pending = False  # StopAudio to send before anything else (set by a barge-in)
         self.wake = asyncio.Event()
@@ -114,6 +118,7 @@ class CallBridge:
         self.stop_reason = ""
         self.reconnects = 0
         self.longest_gap_s = 0.0
+        self.voicelive_failure = ""  # why the call ended without a model: a cause of VoiceLiveUnavailable
 
     def stop(self, reason: str) -> None:
         """End the bridge from outside (CallDisconnected, shutdown); `run` returns soon after."""
@@ -133,7 +138,7 @@ class CallBridge:
         raise _CallOver(self.stop_reason)
 
     def now(self) -> float:
-        return self.loop.time()
+        return self._clock()
 
     def attach(self, ws: WebSocket) -> None:
         """The call's ACS media socket arrived: caller audio flows in and bot audio may start playing."""
@@ -251,10 +256,14 @@ class CallBridge:
     # -- Voice Live --------------------------------------------------------------------------------------------
 
     async def _voicelive(self) -> None:
+        """Open, run and re-open the call's Voice Live session. A drop mid-call is one WARNING; failed attempts are
+        INFO; giving up (the retry budget spent, or a cause that retrying cannot fix: refused credential, bad URL,
+        TLS) is one ERROR naming the cause, and the caller hears the apology before the hang-up."""
         failures = 0
         lost_at: float | None = None
         while True:
             opened_at: float | None = None
+            cause, permanent = "closed", False
             try:
                 async with self.connector.session() as conn:
                     opened_at = self.now()
@@ -270,8 +279,10 @@ class CallBridge:
                     await self._execute(self.core.session_opened(self.now()))
                     await self._run_session(conn)
                 reason = "session ended"
+                if not self.core.ended:
+                    log.warning("call %s: Voice Live session dropped; reconnecting", self.call_id)
             except VoiceLiveUnavailable as exc:
-                reason = f"unavailable ({exc})"
+                reason, cause, permanent = f"unavailable ({exc})", exc.cause, exc.permanent
             now = self.now()
             lost_at = lost_at if lost_at is not None else now
             unsent = self.outbox.take_audio()
@@ -281,17 +292,18 @@ class CallBridge:
             if opened_at is not None and now - opened_at >= STABLE_SESSION_S:
                 failures = 0
             failures += 1
-            if failures > len(RECONNECT_DELAYS_S):
-                log.error("call %s: Voice Live %s after %d attempts; ending the call", self.call_id, reason,
-                          failures)
+            if permanent or failures > len(RECONNECT_DELAYS_S):
+                self.voicelive_failure = cause
+                log.error("call %s: Voice Live %s [%s] after %d attempt(s); apologising and ending the call",
+                          self.call_id, reason, cause, failures)
                 if self.tap is not None:
                     self.tap.end_call("voicelive_unavailable", self.apology)
                 await self._execute(self.core.end_call(now, "voicelive_unavailable", local_audio=self.apology))
                 self.wake.set()
                 return  # the playout hangs up once the apology has played
             delay = RECONNECT_DELAYS_S[failures - 1]
-            log.warning("call %s: Voice Live %s; reconnecting in %.2f s", self.call_id, reason, delay)
-            await asyncio.sleep(delay)
+            log.info("call %s: Voice Live %s; attempt %d in %.2f s", self.call_id, reason, failures + 1, delay)
+            await self._sleep(delay)
 
     async def _run_session(self, conn: Any) -> None:
         writer = asyncio.create_task(self._vl_writer(conn))
@@ -342,7 +354,7 @@ class CallBridge:
             if self.stop_pending and self.ws is not None:
                 continue
             self.wake.clear()
-            handle = self.loop.call_at(deadline, self.wake.set) if deadline is not None else None
+            handle = self.loop.call_later(deadline - self.now(), self.wake.set) if deadline is not None else None
             try:
                 await self.wake.wait()
             finally:

@@ -19,6 +19,7 @@ from azure.ai.voicelive.aio import ConnectionClosed, VoiceLiveConnection, connec
 from azure.ai.voicelive.aio import ConnectionError as VoiceLiveConnectionError
 from azure.core.credentials import AzureKeyCredential
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import AzureError, ClientAuthenticationError
 
 from callbot.config import Settings
 
@@ -34,7 +35,38 @@ HEARTBEAT_S = 5.0
 
 
 class VoiceLiveUnavailable(Exception):
-    """The session could not be opened (unreachable, refused, auth failed, timed out)."""
+    """The session could not be opened. `cause` is a short, fixed word for logs and metrics (`auth`, `credential`,
+    `dns`, `refused`, `tls`, `timeout`, `rejected`, `bad_url`, `unreachable`); `permanent` causes are not retried
+    within a call: the same configuration would fail again, and the caller should hear the apology at once."""
+
+    def __init__(self, detail: str, cause: str = "unreachable", permanent: bool = False) -> None:
+        super().__init__(detail)
+        self.cause = cause
+        self.permanent = permanent
+
+
+PERMANENT_CAUSES = frozenset({"auth", "credential", "tls", "bad_url", "rejected"})
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(cause, detail) of a failed connect, from the SDK's error and the aiohttp error beneath it."""
+    inner = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(inner, aiohttp.WSServerHandshakeError):
+        status = inner.status
+        if status in (401, 403):
+            return "auth", f"the service refused the credential (HTTP {status})"
+        if status in (400, 404):
+            return "rejected", f"the service refused the connection (HTTP {status}): check the endpoint and model"
+        return "refused", f"the service answered HTTP {status}"
+    if isinstance(inner, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return "tls", f"TLS failed: {type(inner).__name__}"
+    if isinstance(inner, aiohttp.ClientConnectorDNSError):
+        return "dns", "the endpoint's host name does not resolve"
+    if isinstance(inner, aiohttp.ClientConnectorError):
+        return "refused", f"cannot connect to {inner.host}:{inner.port}"
+    if isinstance(inner, aiohttp.InvalidURL | ValueError):
+        return "bad_url", "the endpoint is not a usable URL"
+    return "unreachable", _safe_reason(exc)
 
 
 class VoiceLiveConnector:
@@ -81,8 +113,14 @@ class VoiceLiveConnector:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 conn = await manager.__aenter__()
         except TimeoutError:
-            raise VoiceLiveUnavailable(f"connect timed out after {CONNECT_TIMEOUT_S:.0f} s") from None
+            raise VoiceLiveUnavailable(f"connect timed out after {CONNECT_TIMEOUT_S:.0f} s", "timeout") from None
         except VoiceLiveConnectionError as exc:
+            cause, detail = classify(exc)
+            raise VoiceLiveUnavailable(detail, cause, cause in PERMANENT_CAUSES) from None
+        except ClientAuthenticationError as exc:  # the Entra credential could not get a token
+            detail = f"no Microsoft Entra token ({_safe_reason(exc)})"
+            raise VoiceLiveUnavailable(detail, "credential", True) from None
+        except AzureError as exc:
             raise VoiceLiveUnavailable(_safe_reason(exc)) from None
         except OSError as exc:
             raise VoiceLiveUnavailable(type(exc).__name__) from None

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from callbot.bridge.core import MAX_RESTORED_CHARS, MAX_RESTORED_TURNS, AcsAudio, BridgeCore, HangUp, Turn
+from callbot.bridge.core import MAX_RESTORED_CHARS, MAX_RESTORED_TURNS, AcsAudio, BridgeCore, CoreConfig, HangUp, Turn
 from tests.bridge.test_core import delta, make_core, ready, run_clock, start_response, vl_events
 
 BYTES_PER_MS = 48
@@ -221,3 +221,15 @@ def test_transcripts_and_key_presses_reach_info_logs_only_when_asked_for(caplog:
     for secret in ("4111", "Thanks", "1234"):
         assert (secret in text) is log_transcripts
     assert [t.text for t in core.turns] == ["my card number is 4111", "Thanks"], "kept for reconnects either way"
+
+
+def test_an_apology_before_the_media_socket_is_attached_waits_for_it_then_plays_before_the_hang_up() -> None:
+    core = BridgeCore(CoreConfig(call_id="c3", sample_rate=24000, lead_ms=100))
+    core.start(0.0)
+    assert core.end_call(0.1, "voicelive_unavailable", local_audio=bytes(960 * 10)) == []
+    assert core.tick(0.5) == [], "no hang-up while the apology waits for the caller's line"
+    core.media_started(1.0)
+    timeline = run_clock(core, 1.0, 1.5)
+    frames = sum(len(a.pcm) // 960 for _, a in timeline if isinstance(a, AcsAudio))
+    hangups = [t for t, a in timeline if isinstance(a, HangUp)]
+    assert frames == 10 and hangups and hangups[0] >= 1.2 - 0.01

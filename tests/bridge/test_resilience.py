@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import signal
 import socket
@@ -60,17 +61,42 @@ async def test_voicelive_drop_mid_response_reconnects_restores_turns_and_keeps_c
         await call.hang_up()
 
 
-async def test_voicelive_never_reachable_caller_hears_apology_then_hang_up(phone: PhoneNetwork) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    async with run_callbot(azure_voicelive_endpoint=dead, **phone_env(phone)) as cb:
-        call = await phone.place_call(cb.url, WEBHOOK_SECRET)
-        started = time.monotonic()
-        terminate = await phone.acs.wait_for("terminate", timeout=20)
-        assert terminate.path.endswith(f"{call.answered.call_connection_id}:terminate")
-        assert time.monotonic() - started < 15
-        apology = call.bot_audio()
-        assert len(apology) / call.frame_bytes * 0.02 >= 4.0, "the apology was played before hanging up"
-        assert any(apology)
+@pytest.mark.parametrize("cause", ["refused", "auth", "tls", "credential"])
+async def test_a_voicelive_that_cannot_be_reached_gives_the_apology_a_hang_up_one_log_line_and_a_count(
+        phone: PhoneNetwork, voicelive: VoiceLiveServer, tls_server: str, cause: str,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    endpoint: dict[str, object] = {
+        "refused": {"azure_voicelive_endpoint": f"http://127.0.0.1:{free_port()}"},
+        "auth": {"azure_voicelive_endpoint": voicelive.url, "azure_voicelive_api_key": "wrong-key-0123456789"},
+        "tls": {"azure_voicelive_endpoint": tls_server},
+        "credential": {"azure_voicelive_endpoint": voicelive.url, "azure_voicelive_api_key": None},
+    }[cause]
+    if cause == "credential":
+        # DefaultAzureCredential with a managed identity endpoint that does not answer (on loopback, so no request
+        # leaves the machine): the identity Container Apps would give, broken
+        for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{free_port()}/msi/token")
+        monkeypatch.setenv("IDENTITY_HEADER", "test-header")
+    with caplog.at_level("WARNING"):
+        async with run_callbot(**{**phone_env(phone), **endpoint}) as cb:
+            call = await phone.place_call(cb.url, WEBHOOK_SECRET)
+            started = time.monotonic()
+            terminate = await phone.acs.wait_for("terminate", timeout=30)
+            assert terminate.path.endswith(f"{call.answered.call_connection_id}:terminate")
+            assert time.monotonic() - started < 25
+            apology = call.bot_audio()
+            assert len(apology) / call.frame_bytes * 0.02 >= 4.0, "the apology was played before hanging up"
+            assert any(apology)
+            await until(lambda: not cb.services.registry.calls)
+            counters = cb.services.metrics.counters
+            assert counters["voicelive_unavailable"] == 1 and counters[f"voicelive_unavailable_{cause}"] == 1
+    lines = [r for r in caplog.records if r.name.startswith("callbot") and r.levelno >= logging.WARNING
+             and "Voice Live" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert f"[{cause}]" in lines[0].getMessage() and lines[0].levelno == logging.ERROR
+    assert not any(r.exc_info for r in caplog.records), "no traceback"
+    assert "wrong-key" not in caplog.text
 
 
 class BlackholeProxy:

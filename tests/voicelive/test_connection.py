@@ -5,12 +5,22 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import aiohttp
 import pytest
+from azure.ai.voicelive.aio import ConnectionError as VoiceLiveConnectionError
 from azure.core.credentials import AccessToken
+from azure.core.exceptions import ClientAuthenticationError
 
 from callbot.config import Settings
 from callbot.local.voicelive_server import VoiceLiveServer
-from callbot.voicelive.connection import ENTRA_SCOPE, VoiceLiveConnector, VoiceLiveUnavailable, receive_event
+from callbot.voicelive.connection import (
+    ENTRA_SCOPE,
+    PERMANENT_CAUSES,
+    VoiceLiveConnector,
+    VoiceLiveUnavailable,
+    classify,
+    receive_event,
+)
 from tests.harness import VOICELIVE_KEY, StaticToken
 
 
@@ -62,3 +72,66 @@ async def test_unreachable_endpoint_is_unavailable() -> None:
     with pytest.raises(VoiceLiveUnavailable):
         async with connector.session():
             pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RefusingCredential(StaticToken):
+    """A Microsoft Entra credential that cannot get a token (as DefaultAzureCredential with no identity)."""
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        raise ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token from the included "
+                                        "credentials.\nAttempted credentials: ...")
+
+
+async def unavailable(connector: VoiceLiveConnector) -> VoiceLiveUnavailable:
+    with pytest.raises(VoiceLiveUnavailable) as info:
+        async with connector.session():
+            pass
+    return info.value
+
+
+async def test_a_refused_connection_is_a_transient_cause() -> None:
+    failure = await unavailable(VoiceLiveConnector(settings(azure_voicelive_api_key="k"),
+                                                   endpoint=f"http://127.0.0.1:{free_port()}"))
+    assert (failure.cause, failure.permanent) == ("refused", False)
+
+
+async def test_a_refused_key_is_a_permanent_auth_cause() -> None:
+    async with VoiceLiveServer(api_key=VOICELIVE_KEY) as server:
+        failure = await unavailable(VoiceLiveConnector(settings(azure_voicelive_api_key="wrong-key-123456"),
+                                                       endpoint=server.url))
+    assert (failure.cause, failure.permanent) == ("auth", True)
+    assert "HTTP 401" in str(failure) and "wrong-key" not in str(failure)
+
+
+async def test_a_credential_without_a_token_is_a_permanent_cause_not_an_exception_group() -> None:
+    async with VoiceLiveServer(accept_bearer=True) as server:
+        failure = await unavailable(VoiceLiveConnector(settings(), endpoint=server.url,
+                                                       credential=RefusingCredential()))
+    assert (failure.cause, failure.permanent) == ("credential", True)
+    assert "\n" not in str(failure), "one line"
+
+
+async def test_an_untrusted_certificate_is_a_permanent_tls_cause(tls_server: str) -> None:
+    failure = await unavailable(VoiceLiveConnector(settings(azure_voicelive_api_key="k"), endpoint=tls_server))
+    assert (failure.cause, failure.permanent) == ("tls", True)
+
+
+def test_dns_and_url_failures_are_named() -> None:
+    key = aiohttp.client_reqrep.ConnectionKey("nowhere.invalid", 443, True, True, None, None, None)
+    dns = aiohttp.ClientConnectorDNSError(key, OSError(-2, "Name or service not known"))
+    assert classify(_sdk_error(dns)) == ("dns", "the endpoint's host name does not resolve")
+    assert classify(_sdk_error(aiohttp.InvalidURL("x")))[0] == "bad_url"
+    assert "bad_url" in PERMANENT_CAUSES and "dns" not in PERMANENT_CAUSES
+
+
+def _sdk_error(cause: BaseException) -> BaseException:
+    try:
+        raise VoiceLiveConnectionError(f"Failed to establish WebSocket connection: {cause}") from cause
+    except VoiceLiveConnectionError as exc:
+        return exc
