@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 MEDIA_CONNECT_TIMEOUT_S = 30.0
 GOODBYE_GRACE_S = 20.0  # after the drain time: a goodbye plays (bounded by the core's goodbye timeout) then hang-up
-CALL_ENDING_EVENTS = {"CallDisconnected", "MediaStreamingFailed", "AnswerFailed", "CreateCallFailed"}
+CALL_ENDING_EVENTS = frozenset({"CallDisconnected", "MediaStreamingFailed", "AnswerFailed", "CreateCallFailed"})
 # Call Automation events counted by name at /metrics; any other type counts as "other" (bounded metric names).
 ACS_EVENT_NAMES = frozenset({
     "CallConnected", "CallDisconnected", "CallTransferAccepted", "CallTransferFailed", "ParticipantsUpdated",
@@ -330,14 +330,22 @@ class Services:
         if ev.result_code is not None:
             result = f" result {ev.result_code}/{ev.result_sub_code}: {ev.result_message or ''}"
         if call is None:
-            log.info("call %s: %s for a call that is not live here; acknowledged%s", call_id, ev.name, result)
+            # after a normal hang-up ACS still sends CallDisconnected & co: expected, so DEBUG; a call never seen
+            # here (another replica's) is worth an INFO line
+            level = logging.DEBUG if self.registry.has_ended(call_id) else logging.INFO
+            log.log(level, "call %s: %s for a call that is not live here; acknowledged%s", call_id, ev.name, result)
             return
         if call.connection_id is None:
             call.connection_id = ev.call_connection_id
         self.metrics.inc(f"acs_event_{ev.name}" if ev.name in ACS_EVENT_NAMES else "acs_event_other")
         level = logging.WARNING if ev.name.endswith("Failed") else logging.INFO
         log.log(level, "call %s: %s%s", call_id, ev.name, result)
-        if ev.name in CALL_ENDING_EVENTS:
+        if ev.name == "MediaStreamingFailed":
+            # the call is up but no audio flows either way: no apology can reach the caller, so hang up now rather
+            # than leave them in silence (ACS could be asked to start streaming again, but a stream that failed
+            # to connect once rarely connects on a second try within the seconds a caller waits)
+            self.registry.spawn(self.hang_up(call, "media_streaming_failed"), call)
+        elif ev.name in CALL_ENDING_EVENTS:
             self.registry.finish(call, ev.name)
 
     async def _hang_up_at_acs(self, call: Call, reason: str) -> None:

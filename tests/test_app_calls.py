@@ -289,10 +289,17 @@ async def test_call_ending_callback_closes_the_voicelive_session_and_removes_the
         await asyncio.wait_for(call.closed.wait(), 1.5)  # callbot closes the media socket too
         await eventually(lambda: not cb.services.registry.calls, 1.5, "call removed")
         assert time.monotonic() - sent_at < 1.5
+        terminates = [r for r in phone.acs.requests if r.path.endswith(":terminate")]
+        if ending == "MediaStreamingFailed":  # the call is still up at ACS, in silence: callbot hangs it up
+            assert [r.path for r in terminates] == [f"/calling/callConnections/{call.answered.call_connection_id}"
+                                                    f":terminate"]
+        else:
+            assert terminates == [], "the caller is gone already"
 
 
 async def test_duplicate_out_of_order_and_unknown_callbacks_are_harmless(
         phone: PhoneNetwork, voicelive: VoiceLiveServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     async with run_callbot(azure_voicelive_endpoint=voicelive.url, **phone_env(phone)) as cb:
         call = await phone.place_call(cb.url, WEBHOOK_SECRET)  # sent CallConnected + MediaStreamingStarted
         session = await voicelive.wait_for_session()
@@ -309,6 +316,8 @@ async def test_duplicate_out_of_order_and_unknown_callbacks_are_harmless(
         assert len(voicelive.sessions) == 1, "late events never restart a session"
         await call.close()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "no errors logged"
+    assert not [r for r in caplog.records if "not live here" in r.getMessage() and r.levelno >= logging.INFO], \
+        "events after a normal hang-up are expected: not worth an INFO line"
 
 
 # -- limits ------------------------------------------------------------------------------------------------------------
