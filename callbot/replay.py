@@ -27,6 +27,7 @@ from callbot.acs import media
 from callbot.bridge.core import AcsAudio, AcsStop, Action, BridgeCore, CoreConfig, HangUp, VlSend
 from callbot.bridge.playback import FRAME_MS
 from callbot.recording import ACS_IN, ACS_OUT, META, VL_IN, VL_OUT, Record, Recording, RecordingError, load_recording
+from callbot.wav_timeline import place_bot, place_caller
 
 CoreFactory = Callable[[CoreConfig], BridgeCore]
 COLLAPSED = frozenset({"AudioData", "input_audio_buffer.append"})
@@ -300,23 +301,6 @@ class WavSummary:
     cuts: int  # StopAudio messages that cut the bot channel
 
 
-def _place(events: Sequence[tuple[float, bytes | None]], rate: int) -> list[tuple[int, bytes]]:
-    """Frames back to back from their send time, a gap where sending paused; `None` (StopAudio) cuts what is
-    scheduled after its time."""
-    segments: list[tuple[int, bytes]] = []
-    cursor, slack = 0, rate * FRAME_MS // 1000
-    for t_ms, pcm in events:
-        pos = round(t_ms * rate / 1000)
-        if pcm is None:
-            segments = [(s, p[: 2 * (pos - s)] if s + len(p) // 2 > pos else p) for s, p in segments if s < pos]
-            cursor = min(cursor, pos)
-            continue
-        start = pos if pos > cursor + slack or not segments else cursor
-        segments.append((start, pcm))
-        cursor = start + len(pcm) // 2
-    return segments
-
-
 def _caller_audio(r: Record) -> media.MediaMessage | None:
     raw = r.media() if r.dir == ACS_IN else None
     try:
@@ -328,14 +312,14 @@ def _caller_audio(r: Record) -> media.MediaMessage | None:
 def render(recording: Recording, bot: Sequence[Message] | None = None) -> tuple[np.ndarray[Any, Any], int, int, int]:
     """(samples x 2 int16: caller left, bot right), caller frames, bot frames, cuts. `bot` defaults to the recorded
     outbound messages (pass a replay's messages to hear the current code)."""
-    caller: list[tuple[float, bytes | None]] = [
+    caller: list[tuple[float, bytes]] = [
         (r.t, a.data) for r in recording.records if isinstance(a := _caller_audio(r), media.AudioData)]
     sent: list[tuple[float, bytes | None]] = [
         (m.t, None if m.kind == "StopAudio" else binascii.a2b_base64(str(m.body["audioData"]["data"])))
         for m in (recorded_messages(recording) if bot is None else bot)
         if m.channel == ACS_OUT and m.kind in ("StopAudio", "AudioData")]
     rate = recording.sample_rate
-    channels = (_place(caller, rate), _place(sent, rate))
+    channels = (place_caller(caller, rate), place_bot(sent, rate))
     total = max((s + len(p) // 2 for segs in channels for s, p in segs), default=0)
     out = np.zeros((total, 2), dtype="<i2")
     for index, segments in enumerate(channels):

@@ -7,13 +7,15 @@ service does it:
   detector configured from the session (``threshold``, ``prefix_padding_ms``, ``silence_duration_ms``), giving
   ``input_audio_buffer.speech_started`` / ``speech_stopped`` with ``audio_start_ms`` / ``audio_end_ms``. Speech
   start cancels the response in progress when ``interrupt_response`` is on (server-side interruption). At speech
-  stop the user item is committed, the segment is recognised (pocketsphinx, in a worker thread) and
+  stop the user item is committed, the segment is recognised (pocketsphinx, in the stand-in's recognition
+  process: it holds the GIL, see :mod:`callbot.local.asr_worker`) and
   ``conversation.item.input_audio_transcription.completed`` sent when transcription is enabled; with
   ``create_response`` the responder's reply is synthesised (espeak-ng, worker thread) and streamed.
 * turn detection off: appended audio is kept until ``input_audio_buffer.commit``, then recognised.
 * ``response.create``: speaks ``pre_generated_assistant_message`` verbatim, else answers the last user item.
 
-Everything heavy runs in worker threads; the session's event loop only feeds the detector (~25 us a frame).
+Nothing heavy runs on the event loop, which only feeds the detector (~25 us a frame): recognition runs in the
+recognition process, synthesis (and its G.711 encoding) in a worker thread.
 """
 
 from __future__ import annotations
@@ -171,8 +173,7 @@ class LocalAgent:
         await self._speak(self._responder.reply(text), {}, wait=True)
 
     async def _transcribe(self, item_id: str, audio: bytes) -> str:
-        recognizer = await self.standin.recognizer(self._responder.instructions)
-        text = await recognizer.transcribe_async(audio, self._input_rate)
+        text = await self.standin.transcribe(self._responder.instructions, audio, self._input_rate)
         if self.session.config.get("input_audio_transcription"):
             await self.session.transcription_completed(item_id, text)
         else:
@@ -194,10 +195,7 @@ class LocalAgent:
         (turn replies); else one in progress is an error (``response.create``)."""
         fmt = str(params.get("output_audio_format") or self.session.config["output_audio_format"])
         modalities = params.get("modalities") or self.session.config.get("modalities") or ["audio"]
-        audio = b""
-        if "audio" in modalities:
-            pcm = await self.standin.speaker.synthesize_async(text, OUTPUT_RATES.get(fmt, 24000))
-            audio = pcm16_to_ulaw(pcm) if fmt == "g711_ulaw" else pcm16_to_alaw(pcm) if fmt == "g711_alaw" else pcm
+        audio = await asyncio.to_thread(self._synthesize, text, fmt) if "audio" in modalities else b""
         while wait and self.session.active_response is not None:
             await self.session.active_response.done.wait()
         if self.session.active_response is not None:
@@ -207,6 +205,11 @@ class LocalAgent:
                                           output_audio_format=fmt)  # fmt: skip
         bytes_per_s = OUTPUT_RATES.get(fmt, 24000) * (1 if fmt.startswith("g711") else 2)
         self.standin.emit(self.session, "reply", text, audio_ms=len(audio) * 1000 // bytes_per_s)
+
+    def _synthesize(self, text: str, fmt: str) -> bytes:
+        """The reply's audio in the output format. Blocking: runs in a worker thread (espeak-ng releases the GIL)."""
+        pcm = self.standin.speaker.synthesize(text, OUTPUT_RATES.get(fmt, 24000))
+        return pcm16_to_ulaw(pcm) if fmt == "g711_ulaw" else pcm16_to_alaw(pcm) if fmt == "g711_alaw" else pcm
 
 
 def _busy(what: str) -> ProtocolError:

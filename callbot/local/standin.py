@@ -3,7 +3,8 @@
 ``callbot serve`` without ``AZURE_VOICELIVE_ENDPOINT`` and ``callbot demo`` run it in-process on a free loopback
 port; the real ``azure-ai-voicelive`` SDK connects to it unchanged. Per session, :class:`~callbot.local.agent.
 LocalAgent` detects speech (webrtcvad, with the session's threshold / padding / silence settings), recognises it
-(pocketsphinx with a phrase model built from the instructions), answers with the deterministic FAQ responder of
+(pocketsphinx with a phrase model built from the instructions, in a child process: :mod:`callbot.local.asr_worker`
+says why), answers with the deterministic FAQ responder of
 :mod:`callbot.local.faq` (not an LLM) and speaks (espeak-ng).
 
 Contract used by :mod:`callbot.services`: ``standin = await start_standin(settings)``, then ``standin.url`` (the
@@ -12,7 +13,6 @@ endpoint), ``standin.credential`` (an ``AzureKeyCredential`` the stand-in accept
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -27,8 +27,9 @@ from callbot.local.voicelive_server import ServerSession, VoiceLiveServer
 
 try:
     from callbot.local.agent import LocalAgent
+    from callbot.local.asr_worker import AsrWorker
     from callbot.local.faq import caller_phrases
-    from callbot.local.speech import Recognizer, Speaker
+    from callbot.local.speech import Speaker
 except ImportError as exc:  # webrtcvad, pocketsphinx, espeak-ng
     raise ImportError(f"the offline Voice Live stand-in needs the 'local' extra: pip install 'callbot[local]' "
                       f"({exc.name or exc} is missing), or set AZURE_VOICELIVE_ENDPOINT") from exc
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 BOT_VOICE = ("en-us", 170, 35)
 """The bot's espeak voice, words per minute and pitch: lower than the simulated caller's, and recognised
 exactly by the phrase recogniser (measured: other variants such as ``+f3`` lose words)."""
-MAX_CACHED_RECOGNIZERS = 8
 StandinEventKind = Literal["speech_started", "speech_stopped", "heard", "reply"]
 
 
@@ -86,7 +86,7 @@ class Standin:
             behaviour_factory=self._agent,
             keep_history=keep_history,
         )
-        self._recognizers: dict[tuple[str, ...], asyncio.Task[Recognizer]] = {}
+        self.asr = AsrWorker()
         self._listeners: list[Listener] = []
 
     def _agent(self, session: ServerSession) -> LocalAgent:
@@ -98,14 +98,15 @@ class Standin:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         await self.server.start(host, port)
-        await self.recognizer(self.instructions)  # warm up: the first call should not wait for the model
+        try:  # warm up: the first call should not wait for the worker process or the phrase model
+            await self.transcribe(self.instructions, b"", 16000)
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         await self.server.stop()
-        for task in self._recognizers.values():
-            task.cancel()
-        await asyncio.gather(*self._recognizers.values(), return_exceptions=True)
-        self._recognizers.clear()
+        await self.asr.stop()
 
     async def __aenter__(self) -> Standin:
         await self.start()
@@ -114,16 +115,10 @@ class Standin:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def recognizer(self, instructions: str) -> Recognizer:
-        """The phrase recogniser for ``instructions`` (built once in a worker thread, then shared)."""
-        phrases = tuple(caller_phrases(instructions))
-        task = self._recognizers.get(phrases)
-        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
-            while len(self._recognizers) >= MAX_CACHED_RECOGNIZERS:
-                self._recognizers.pop(next(iter(self._recognizers)))
-            task = asyncio.get_running_loop().create_task(Recognizer.create(phrases))
-            self._recognizers[phrases] = task
-        return await asyncio.shield(task)
+    async def transcribe(self, instructions: str, pcm16: bytes, sample_rate: int) -> str:
+        """Recognise one caller turn with the phrase model of ``instructions``, in the recognition process
+        (requests are answered in the order they were made). Raises :class:`~callbot.local.asr_worker.AsrError`."""
+        return await self.asr.transcribe(caller_phrases(instructions), pcm16, sample_rate)
 
     # -- observers -----------------------------------------------------------------------------------------------
 
