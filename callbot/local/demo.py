@@ -23,6 +23,7 @@ from typing import Any
 
 from callbot.config import Settings
 from callbot.local.asr import normalize_words
+from callbot.local.faq import SAMPLE_FAQ
 from callbot.local.phone import PhoneNetwork
 from callbot.local.simulator import Burst, CallReport, Transcript, Turn, run_script, write_call_wav
 from callbot.local.standin import Standin, StandinEvent
@@ -30,17 +31,8 @@ from callbot.server import serve_in_process
 
 log = logging.getLogger(__name__)
 
-BAKERY_INSTRUCTIONS = """You are the phone assistant of Contoso Bakery. Answer briefly, from this FAQ only.
-Q: What are your opening hours? | When are you open?
-A: We are open from seven in the morning to six in the evening, Monday to Saturday.
-Q: Do you deliver? | Can you deliver?
-A: Yes, we deliver within five miles of the shop. Delivery is free for orders over twenty dollars, and it takes \
-about an hour.
-Q: Where are you? | Where is the shop?
-A: We are at twelve Main Street, next to the post office.
-Q: Do you have gluten free bread?
-A: Yes, we bake gluten free bread every Tuesday and Friday.
-"""
+BAKERY_INSTRUCTIONS = "You are the phone assistant of Contoso Bakery. Answer briefly, from this FAQ only.\n" + \
+    SAMPLE_FAQ
 BAKERY_GREETING = "Thanks for calling Contoso Bakery. How can I help?"
 DEMO_SCRIPT = (
     Turn("what are your opening hours"),

@@ -9,6 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from callbot.config import Settings
+from callbot.local.asr import normalize_words
+from callbot.local.faq import Responder, caller_phrases
 from tests.local.test_simulator import subprocess_env
 
 RECORDING = Path(__file__).parent.parent / "recordings" / "qa.jsonl"
@@ -33,6 +36,16 @@ async def run_cli(directory: Path, *args: str, env: dict[str, str] | None = None
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 90)
     return Dialled(proc.returncode, stdout.decode(), stderr.decode(), time.monotonic() - started)
+
+
+# -- what the agent heard ----------------------------------------------------------------------------------------
+
+
+def test_the_stand_in_answers_the_default_prompt_from_the_sample_faq_and_a_custom_one_as_written() -> None:
+    default = Settings.model_fields["callbot_instructions"].default
+    assert Responder(default).reply("do you deliver").startswith("Yes, we deliver within five miles")
+    assert "do you deliver" in [" ".join(normalize_words(p)) for p in caller_phrases(default)]
+    assert Responder("You are a helpful assistant.").reply("do you deliver") == "You said: do you deliver."
 
 
 # -- export-wav --------------------------------------------------------------------------------------------------
