@@ -10,6 +10,8 @@ A script is a list of `Turn`s. Text form (``callbot dial --script FILE``), one d
 `run_script` plays it on a `PhoneCall` line (one 20 ms frame every 20 ms, silence in between), groups the bot's
 audio into bursts (a gap of 400 ms, or a StopAudio, ends one), prints a live transcript and measures: time to
 answer, end of caller speech -> first bot audio per turn, and for barge-ins caller speech start -> StopAudio.
+Every wait is bounded, and the script stops as soon as
+the call ends (callbot hung up or closed the media socket): the report says why.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from callbot.local.phone import PhoneCall, Utterance
+from callbot.local.phone import PhoneCall, PhoneError, Utterance
 from callbot.local.telephone import TelephoneLeg, playout, write_wav
 
 if TYPE_CHECKING:
@@ -192,14 +194,14 @@ class BotMonitor:
         deadline = time.monotonic() + timeout
         while True:
             found = next((b for b in self.bursts if b.start >= after), None)
-            if found is not None or time.monotonic() >= deadline or self.call.closed.is_set():
+            if found is not None or time.monotonic() >= deadline or self.call.ended.is_set():
                 return found
             await asyncio.sleep(0.02)
 
     async def wait_quiet(self, quiet_s: float, timeout: float = 60.0) -> None:  # noqa: ASYNC109
         """Until the bot has been silent for ``quiet_s``."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self.call.closed.is_set():
+        while time.monotonic() < deadline and not self.call.ended.is_set():
             since = self.quiet_since
             if since is not None and time.monotonic() - since >= quiet_s:
                 return
@@ -213,6 +215,8 @@ class CallReport:
     bursts: list[Burst]
     transcript: Transcript
     greeting: Burst | None
+    planned: int = 0  # turns in the script
+    ended_early: str | None = None  # the call ended before the script was done: why
 
     @property
     def time_to_answer_s(self) -> float:
@@ -220,8 +224,8 @@ class CallReport:
 
     @property
     def ok(self) -> bool:
-        return all(t.answered for t in self.turns) and all(t.stopped_bot for t in self.turns
-                                                            if t.turn.barge_in_s is not None)  # fmt: skip
+        return (self.ended_early is None and all(t.answered for t in self.turns)
+                and all(t.stopped_bot for t in self.turns if t.turn.barge_in_s is not None))  # fmt: skip
 
     def summary(self) -> list[str]:
         lines = [f"time to answer: {self.time_to_answer_s * 1000:.0f} ms (IncomingCall -> answer)"]
@@ -241,6 +245,10 @@ class CallReport:
                     verdict = "" if result.stopped_bot else ", but bot audio went on"
                     lines.append(f"barge-in (turn {number}): caller speech start -> StopAudio "
                                  f"{result.barge_in_s * 1000:.0f} ms{verdict}")  # fmt: skip
+        if len(self.turns) < self.planned:
+            first, last = len(self.turns) + 1, self.planned
+            which = f"turn {first}" if first == last else f"turns {first}-{last}"
+            lines.append(f"{which}: NOT PLAYED (the call ended)")
         return lines
 
 
@@ -279,7 +287,12 @@ async def run_script(
                 else:
                     await monitor.wait_quiet(quiet_s)
             await asyncio.sleep(turn.pause_s)
-            result = TurnResult(turn, await call.say(pcm))
+            try:
+                result = TurnResult(turn, await call.say(pcm))
+            except PhoneError:  # the call ended (the report says why) or the line stalled
+                if not call.ended.is_set():
+                    raise
+                break
             results.append(result)
             transcript.add(result.utterance.speech_at, "caller", turn.text)
             if turn.barge_in_s is not None:
@@ -300,7 +313,8 @@ async def run_script(
         result.reply = next((b for b in monitor.bursts if result.utterance.speech_end_at < b.start < until), None)
     first = results[0].utterance.speech_at if results else float("inf")
     greeting = next((b for b in monitor.bursts if b.start < first), None)
-    return CallReport(call, results, monitor.bursts, transcript, greeting)
+    early = call.end_reason if call.ended.is_set() and len(results) < len(turns) else None
+    return CallReport(call, results, monitor.bursts, transcript, greeting, len(turns), early)
 
 
 def _judge_barge_in(call: PhoneCall, result: TurnResult) -> None:

@@ -7,12 +7,18 @@ import asyncio
 import dataclasses
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from callbot.config import Settings
 from callbot.local.asr import normalize_words
 from callbot.local.faq import Responder, caller_phrases
-from tests.local.test_simulator import subprocess_env
+from callbot.local.profile import LocalProfile, serve_overrides
+from callbot.server import InProcess
+from tests.harness import run_callbot
+from tests.local.test_simulator import free_port, subprocess_env
 
 RECORDING = Path(__file__).parent.parent / "recordings" / "qa.jsonl"
 
@@ -29,6 +35,24 @@ class Dialled:
         return self.out.splitlines()
 
 
+def local_profile(directory: Path) -> LocalProfile:
+    """A local development profile on free ports (never the default 8765/8766 another dial may hold)."""
+    profile = dataclasses.replace(LocalProfile.generate(), acs_port=free_port(), jwks_port=free_port())
+    path = directory / "profile.json"
+    path.write_text(profile.to_json())
+    path.chmod(0o600)
+    return profile
+
+
+@asynccontextmanager
+async def local_callbot(directory: Path, **settings: Any) -> AsyncIterator[InProcess]:
+    """callbot as `callbot serve` runs in local development mode, trusting the dial's profile in ``directory``."""
+    overrides = serve_overrides(Settings(_env_file=None), local_profile(directory), "127.0.0.1", 0)  # type: ignore[call-arg]
+    overrides.pop("callbot_public_url")
+    async with run_callbot(**{"callbot_turn_detection": "server_vad", **overrides, **settings}) as cb:
+        yield cb
+
+
 async def run_cli(directory: Path, *args: str, env: dict[str, str] | None = None) -> Dialled:
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
@@ -36,6 +60,47 @@ async def run_cli(directory: Path, *args: str, env: dict[str, str] | None = None
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 90)
     return Dialled(proc.returncode, stdout.decode(), stderr.decode(), time.monotonic() - started)
+
+
+# -- failing and ending ------------------------------------------------------------------------------------------
+
+
+async def test_dial_to_a_port_nobody_listens_on_fails_at_once_in_one_line(tmp_path: Path) -> None:
+    local_profile(tmp_path)
+    result = await run_cli(tmp_path, "dial", f"http://127.0.0.1:{free_port()}")
+    assert result.code == 2, result
+    assert result.err == "", result.err
+    assert result.lines[-1].startswith("call failed: ") and "is callbot running at" in result.lines[-1], result.out
+    assert len(result.lines) == 2, result.out  # "dialling ..." and the reason
+    assert result.seconds < 30, result
+
+
+async def test_dial_notaurl_says_so_in_one_line(tmp_path: Path) -> None:
+    result = await run_cli(tmp_path, "dial", "notaurl")
+    assert result.code == 2 and result.out == "", result
+    assert result.err.splitlines() == ["callbot dial: 'notaurl' is not callbot's base URL: expected http://HOST:PORT "
+                                       "or https://HOST, e.g. http://127.0.0.1:8000"], result.err  # fmt: skip
+
+
+async def test_dial_ends_promptly_with_the_reason_when_callbot_refuses_the_media_socket(tmp_path: Path) -> None:
+    # callbot fetches ACS's signing keys from a port where nothing listens: the media socket's JWT fails (1008)
+    async with local_callbot(tmp_path, callbot_acs_jwks_url=f"http://127.0.0.1:{free_port()}/calling/keys") as cb:
+        result = await run_cli(tmp_path, "dial", cb.url, "--say", "what are your opening hours")
+    assert result.code == 2, result
+    assert result.lines[-1] == "call ended early: callbot refused the media socket (1008: policy violation; see " \
+                               "callbot's log)", result.out  # fmt: skip
+    assert "turn 1: NOT PLAYED (the call ended)" in result.lines, result.out
+    assert "Traceback" not in result.out + result.err
+    assert result.seconds < 30, result  # it hung until killed before: the caller's line had stopped under it
+
+
+async def test_dial_ends_promptly_with_the_reason_when_voice_live_is_misconfigured(tmp_path: Path) -> None:
+    async with local_callbot(tmp_path, azure_voicelive_endpoint="notaurl") as cb:
+        result = await run_cli(tmp_path, "dial", cb.url, "--say", "what are your opening hours", "--greeting-wait", "3")
+    assert result.code == 2, result
+    assert result.lines[-1].startswith("call ended early: callbot "), result.out
+    assert "Traceback" not in result.out + result.err
+    assert result.seconds < 45, result
 
 
 # -- what the agent heard ----------------------------------------------------------------------------------------
