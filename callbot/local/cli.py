@@ -137,6 +137,7 @@ async def _dial(args: argparse.Namespace, settings: object, profile: object, sec
     from callbot.config import Settings
     from callbot.local.asr import Recognizer
     from callbot.local.faq import bot_phrases
+    from callbot.local.heard import fetch_heard
     from callbot.local.phone import PhoneError, PhoneNetwork
     from callbot.local.profile import LocalProfile
     from callbot.local.simulator import Burst, Transcript, Turn, run_script, write_call_wav
@@ -159,8 +160,12 @@ async def _dial(args: argparse.Namespace, settings: object, profile: object, sec
             text = await (await recognizer).transcribe_async(bytes(burst.audio), call.sample_rate)
             return text or "(not recognised)"
 
+        async def agent_heard() -> list[str] | None:  # what callbot's Voice Live heard (offline stand-in only)
+            assert phone.http is not None
+            return await fetch_heard(phone.http, call.answered.callback_uri, phone.authorization())
+
         report = await run_script(call, turns, transcript=Transcript(call.connected_at, _out), bot_text=heard,
-                                  greeting_wait_s=args.greeting_wait)  # fmt: skip
+                                  greeting_wait_s=args.greeting_wait, agent_heard=agent_heard)  # fmt: skip
         await call.hang_up()
     except (PhoneError, OSError, aiohttp.ClientError) as exc:  # TimeoutError is an OSError
         _out(_failure(exc, args.url))
