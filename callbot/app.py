@@ -320,15 +320,20 @@ def create_app(settings: Settings) -> Starlette:
         log.error("unhandled error on %s", request.url.path, exc_info=exc)
         return JSONResponse({"error": "internal error"}, status_code=500)
 
+    routes = [
+        Route("/api/incoming-call", incoming_call, methods=["POST"]),
+        Route("/api/callbacks/{call_id}", callback, methods=["POST"]),
+        WebSocketRoute("/ws/media/{call_id}", MediaEndpoint()),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    if settings.offline:  # the built-in stand-in plays Voice Live: what it heard, for `callbot dial` (never else)
+        from callbot.local import heard
+
+        routes += heard.routes()
     return Starlette(
-        routes=[
-            Route("/api/incoming-call", incoming_call, methods=["POST"]),
-            Route("/api/callbacks/{call_id}", callback, methods=["POST"]),
-            WebSocketRoute("/ws/media/{call_id}", MediaEndpoint()),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-        ],
+        routes=routes,
         lifespan=lifespan,
         exception_handlers={500: on_error},
     )

@@ -369,7 +369,14 @@ def cmd_export_wav(args: argparse.Namespace) -> int:
     except (OSError, RecordingError) as exc:
         sys.stderr.write(f"callbot: cannot read {args.file}: {exc}\n")
         return 2
-    sys.stdout.write(_wav_line(export_wav(recording, args.out)))
+    try:
+        if not args.out.parent.is_dir():  # checked first: wave on Python 3.11 also prints an ignored error
+            raise FileNotFoundError(f"the directory {args.out.parent} does not exist")
+        summary = export_wav(recording, args.out)
+    except OSError as exc:
+        sys.stderr.write(f"callbot: cannot write {args.out}: {exc.strerror or exc}\n")
+        return 2
+    sys.stdout.write(_wav_line(summary))
     return 0
 
 

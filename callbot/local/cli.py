@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -89,6 +90,10 @@ def cmd_dial(args: argparse.Namespace) -> int:
 
     _check_extras("dial")
     setup_logging("INFO" if args.verbose else "WARNING")
+    problem = _url_problem(args.url)
+    if problem:
+        sys.stderr.write(f"callbot dial: {problem}\n")
+        return 2
     try:
         settings = load_settings()  # the same environment / .env as 'callbot serve': secret, audience, vocabulary
     except ValidationError as exc:
@@ -104,17 +109,43 @@ def cmd_dial(args: argparse.Namespace) -> int:
     return asyncio.run(_dial(args, settings, profile, secret, turns))
 
 
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be callbot's base URL, or None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+    except ValueError as exc:
+        return f"{url!r} is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not callbot's base URL: expected http://HOST:PORT or https://HOST, e.g. http://127.0.0.1:8000"
+    return None
+
+
+def _failure(exc: BaseException, url: str) -> str:
+    """One line for a call that could not be placed or carried on."""
+    if isinstance(exc, TimeoutError):
+        return f"call failed: no reply from callbot at {url} in time"
+    if isinstance(exc, OSError):
+        return f"call failed: {exc.strerror or exc} (is callbot running at {url}?)"
+    return f"call failed: {exc or type(exc).__name__}"
+
+
 async def _dial(args: argparse.Namespace, settings: object, profile: object, secret: str, turns: list[Turn]) -> int:
+    import aiohttp
+
+    from callbot.assets import APOLOGY_TEXT
     from callbot.config import Settings
     from callbot.local.asr import Recognizer
     from callbot.local.faq import bot_phrases
+    from callbot.local.heard import fetch_heard
     from callbot.local.phone import PhoneError, PhoneNetwork
     from callbot.local.profile import LocalProfile
     from callbot.local.simulator import Burst, Transcript, Turn, run_script, write_call_wav
     from callbot.local.telephone import read_wav
 
     assert isinstance(settings, Settings) and isinstance(profile, LocalProfile)
-    vocabulary = bot_phrases(settings.instructions(), settings.callbot_greeting, [t.text for t in turns])
+    vocabulary = [*bot_phrases(settings.instructions(), settings.callbot_greeting, [t.text for t in turns]),
+                  APOLOGY_TEXT]  # callbot's own words when Voice Live cannot be reached
     recognizer = asyncio.create_task(Recognizer.create(vocabulary))
     phone = await asyncio.to_thread(PhoneNetwork.from_profile, profile, resource_id=settings.acs_resource_id,
                                     telephone_leg=not args.no_telephone_leg)  # fmt: skip
@@ -129,25 +160,33 @@ async def _dial(args: argparse.Namespace, settings: object, profile: object, sec
             text = await (await recognizer).transcribe_async(bytes(burst.audio), call.sample_rate)
             return text or "(not recognised)"
 
+        async def agent_heard() -> list[str] | None:  # what callbot's Voice Live heard (offline stand-in only)
+            assert phone.http is not None
+            return await fetch_heard(phone.http, call.answered.callback_uri, phone.authorization())
+
         report = await run_script(call, turns, transcript=Transcript(call.connected_at, _out), bot_text=heard,
-                                  greeting_wait_s=args.greeting_wait)  # fmt: skip
+                                  greeting_wait_s=args.greeting_wait, agent_heard=agent_heard)  # fmt: skip
         await call.hang_up()
-    except PhoneError as exc:
-        _out(f"call failed: {exc}")
-        return 2
-    except OSError as exc:
-        _out(f"call failed: {exc.strerror or exc} (is callbot running at {args.url}?)")
+    except (PhoneError, OSError, aiohttp.ClientError) as exc:  # TimeoutError is an OSError
+        _out(_failure(exc, args.url))
         return 2
     finally:
         recognizer.cancel()
         await phone.stop()
-    await asyncio.to_thread(args.out.mkdir, parents=True, exist_ok=True)
-    seconds = await asyncio.to_thread(write_call_wav, call, args.out / DIAL_WAV, args.out / DIAL_BOT_WAV)
     _out()
     for line in report.summary():
         _out(line)
-    _out(f"wrote {args.out / DIAL_WAV} (caller left, bot right, {call.sample_rate // 1000} kHz, {seconds:.1f} s) "
-         f"and {args.out / DIAL_BOT_WAV}")  # fmt: skip
+    try:
+        await asyncio.to_thread(args.out.mkdir, parents=True, exist_ok=True)
+        seconds = await asyncio.to_thread(write_call_wav, call, args.out / DIAL_WAV, args.out / DIAL_BOT_WAV)
+        _out(f"wrote {args.out / DIAL_WAV} (caller left, bot right, {call.sample_rate // 1000} kHz, {seconds:.1f} s) "
+             f"and {args.out / DIAL_BOT_WAV}")  # fmt: skip
+    except OSError as exc:
+        _out(f"cannot write {args.out / DIAL_WAV}: {exc.strerror or exc}")
+    if report.ended_early is not None:
+        _out(f"call ended early: {report.ended_early}")
+        return 2
+    _out(f"call ended: {call.end_reason or 'the caller hung up'}")
     return 0 if report.ok else 1
 
 

@@ -5,7 +5,8 @@ the phone simulator playing ACS and a caller: the caller's speech goes through a
 callbot answers, the stand-in recognises and replies, the caller interrupts a reply and the bot stops. The
 security checks stay on (ACS-signed JWTs against the simulator's JWKS, per-call URL tokens, webhook secret)
 with throw-away keys. The bot's lines are what the stand-in said (cut where the caller stopped hearing them);
-"recognised" means the stand-in's transcription of a caller turn equals the scripted text.
+"recognised" means the stand-in's transcription of a caller turn matches the scripted text (as `callbot dial`
+judges it: `callbot.local.heard.heard_matches`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from callbot.config import Settings
-from callbot.local.asr import normalize_words
+from callbot.local.faq import SAMPLE_FAQ
+from callbot.local.heard import heard_matches
 from callbot.local.phone import PhoneNetwork
 from callbot.local.simulator import Burst, CallReport, Transcript, Turn, run_script, write_call_wav
 from callbot.local.standin import Standin, StandinEvent
@@ -30,17 +32,8 @@ from callbot.server import serve_in_process
 
 log = logging.getLogger(__name__)
 
-BAKERY_INSTRUCTIONS = """You are the phone assistant of Contoso Bakery. Answer briefly, from this FAQ only.
-Q: What are your opening hours? | When are you open?
-A: We are open from seven in the morning to six in the evening, Monday to Saturday.
-Q: Do you deliver? | Can you deliver?
-A: Yes, we deliver within five miles of the shop. Delivery is free for orders over twenty dollars, and it takes \
-about an hour.
-Q: Where are you? | Where is the shop?
-A: We are at twelve Main Street, next to the post office.
-Q: Do you have gluten free bread?
-A: Yes, we bake gluten free bread every Tuesday and Friday.
-"""
+BAKERY_INSTRUCTIONS = "You are the phone assistant of Contoso Bakery. Answer briefly, from this FAQ only.\n" + \
+    SAMPLE_FAQ
 BAKERY_GREETING = "Thanks for calling Contoso Bakery. How can I help?"
 DEMO_SCRIPT = (
     Turn("what are your opening hours"),
@@ -61,8 +54,7 @@ class DemoResult:
 
     @property
     def recognised(self) -> list[bool]:
-        return [normalize_words(h) == normalize_words(r.turn.text) for h, r in zip(self.heard, self.report.turns,
-                                                                                   strict=True)]  # fmt: skip
+        return [heard_matches(r.turn.text, h) for h, r in zip(self.heard, self.report.turns, strict=True)]
 
     @property
     def ok(self) -> bool:

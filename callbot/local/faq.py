@@ -11,6 +11,9 @@ the configured instructions:
 
   A turn is answered with the entry whose question shares the most words with it (word overlap, a few
   filler words ignored; at least half of the words must match).
+  With the default prompt (``CALLBOT_INSTRUCTIONS`` unset), which has no FAQ, the responder answers from
+  `SAMPLE_FAQ` (a bakery's: opening hours, delivery, where it is, gluten free bread), so that ``callbot serve``
+  and ``callbot dial`` give real answers out of the box; any other prompt is used as written.
 * Otherwise a fixed small-talk reply (hello, thanks, goodbye, yes/no, asking for a human), else
   ``"You said: <what was recognised>."``; nothing recognised gives a request to repeat.
 
@@ -24,6 +27,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from callbot.config import DEFAULT_INSTRUCTIONS
 from callbot.local.asr import normalize_words
 
 NOT_UNDERSTOOD = "Sorry, I did not catch that. Could you say it again?"
@@ -48,6 +52,17 @@ _FILLER = frozenset({"a", "an", "the", "to", "of", "is", "are", "do", "does", "i
 _Q = re.compile(r"^\s*(?:[-*]\s*)?Q\s*[:.)]\s*(.+?)\s*$", re.IGNORECASE)
 _A = re.compile(r"^\s*(?:[-*]\s*)?A\s*[:.)]\s*(.+?)\s*$", re.IGNORECASE)
 MIN_SCORE = 0.5
+SAMPLE_FAQ = """Q: What are your opening hours? | When are you open?
+A: We are open from seven in the morning to six in the evening, Monday to Saturday.
+Q: Do you deliver? | Can you deliver?
+A: Yes, we deliver within five miles of the shop. Delivery is free for orders over twenty dollars, and it takes \
+about an hour.
+Q: Where are you? | Where is the shop?
+A: We are at twelve Main Street, next to the post office.
+Q: Do you have gluten free bread?
+A: Yes, we bake gluten free bread every Tuesday and Friday.
+"""
+"""The FAQ the stand-in answers from when the prompt is the default one (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,13 @@ def parse_faq(instructions: str) -> list[FaqEntry]:
                 entries.append(FaqEntry(alternatives, a.group(1)))
             question = None
     return entries
+
+
+def faq_entries(instructions: str) -> list[FaqEntry]:
+    """The FAQ the stand-in answers from: the instructions' own, or `SAMPLE_FAQ` for the default prompt."""
+    if instructions.strip() == DEFAULT_INSTRUCTIONS:
+        return parse_faq(SAMPLE_FAQ)
+    return parse_faq(instructions)
 
 
 def _stem(word: str) -> str:
@@ -97,7 +119,7 @@ class Responder:
 
     def __init__(self, instructions: str) -> None:
         self.instructions = instructions
-        self.faq = parse_faq(instructions)
+        self.faq = faq_entries(instructions)
 
     def reply(self, heard: str) -> str:
         words = normalize_words(heard)
@@ -132,7 +154,7 @@ def _small_talk(words: set[str]) -> str | None:
 
 def caller_phrases(instructions: str, extra: Iterable[str] = ()) -> list[str]:
     """What the stand-in's recogniser expects callers to say: the FAQ questions, common phrases, ``extra``."""
-    phrases = [q for entry in parse_faq(instructions) for q in entry.questions]
+    phrases = [q for entry in faq_entries(instructions) for q in entry.questions]
     return _unique([*phrases, *COMMON_PHRASES, *extra])
 
 
@@ -140,7 +162,7 @@ def bot_phrases(instructions: str, greeting: str = "", extra_caller: Iterable[st
     """Everything the responder can say (for a recogniser listening to the bot, e.g. the phone simulator)."""
     callers = caller_phrases(instructions, extra_caller)
     said = [YOU_SAID.format(text=" ".join(normalize_words(c))) for c in callers]
-    answers = [entry.answer for entry in parse_faq(instructions)]
+    answers = [entry.answer for entry in faq_entries(instructions)]
     return _unique([*([greeting] if greeting else []), *answers, *FIXED_REPLIES, *said])
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -24,35 +24,25 @@ import orjson
 
 from callbot.local.acs_identity import JwksServer, LocalAcsIdentity
 from callbot.local.acs_server import AcsServer, AnsweredCall
+from callbot.local.phone_messages import (
+    CALLBOT_HUNG_UP,
+    CALLER_HUNG_UP,
+    SAMPLE_RATES,
+    PhoneError,
+    Received,
+    Utterance,
+    audio_message,
+    close_reason,
+)
 from callbot.local.profile import LocalProfile
 from callbot.local.telephone import TelephoneLeg, speech_bounds
+
+__all__ = ["SAMPLE_RATES", "PhoneCall", "PhoneError", "PhoneNetwork", "Received", "Utterance", "audio_message"]
 
 log = logging.getLogger(__name__)
 
 LOCAL_RESOURCE_ID = "00000000-0000-4000-8000-00000000ca11"
-SAMPLE_RATES = {"pcm24KMono": 24000, "pcm16KMono": 16000}
-
-
-class PhoneError(RuntimeError):
-    """The call could not be placed (callbot refused the webhook, never answered, refused the media socket)."""
-
-
-@dataclass
-class Received:
-    at: float  # time.monotonic()
-    kind: str  # "AudioData" | "StopAudio" | other
-    audio: bytes = b""
-
-
-@dataclass(frozen=True)
-class Utterance:
-    """One caller utterance sent on the line: when its first/last frame went out, and when the speech in it
-    (frames above a low level) started and ended."""
-
-    started_at: float
-    ended_at: float
-    speech_at: float
-    speech_end_at: float
+SAY_MARGIN_S = 10.0  # an utterance on the line takes its own length; beyond this margin the line is stuck
 
 
 @dataclass
@@ -67,6 +57,8 @@ class PhoneCall:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # media socket closed, or either side hung up
+    end_reason: str | None = None  # why, in words (the first cause seen)
     frames_sent: int = 0
     leg: TelephoneLeg | None = None
     connected_at: float = 0.0
@@ -88,17 +80,30 @@ class PhoneCall:
             async for msg in self.ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     continue
-                data = orjson.loads(msg.data)
-                kind = data.get("kind") or data.get("Kind") or "?"
-                audio = b""
-                if kind == "AudioData":
-                    audio = base64.b64decode((data.get("audioData") or data.get("AudioData"))["data"])
+                try:
+                    data = orjson.loads(msg.data)
+                    kind = data.get("kind") or data.get("Kind") or "?"
+                    audio = b""
+                    if kind == "AudioData":
+                        audio = base64.b64decode((data.get("audioData") or data.get("AudioData"))["data"])
+                except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+                    log.warning("call %s: malformed message from callbot skipped (%s)",
+                                self.answered.call_connection_id, type(exc).__name__)
+                    continue
                 self.received.append(Received(time.monotonic(), kind, audio))
                 self.changed.set()
         finally:
             self.close_code = self.ws.close_code
             self.closed.set()
-            self.changed.set()
+            hung_up = self.network.acs.states.get(self.answered.call_connection_id) == "disconnected"
+            self.end(CALLBOT_HUNG_UP if hung_up else close_reason(self.close_code))
+
+    def end(self, reason: str) -> None:
+        """The call is over (the first reason given is kept)."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        self.ended.set()
+        self.changed.set()
 
     # -- sending ---------------------------------------------------------------------------------------------
 
@@ -137,12 +142,19 @@ class PhoneCall:
             self._line = asyncio.create_task(self._run_line())
 
     async def say(self, pcm: bytes) -> Utterance:
-        """Queue `pcm` (mono 16-bit at the media rate) on the line; returns once its last frame has gone out."""
+        """Queue `pcm` (mono 16-bit at the media rate) on the line; returns once its last frame has gone out.
+        `PhoneError` if the call has ended (or ends first), or if the line does not send it in time."""
         if self._line is None:
             raise RuntimeError("start_line() first")
+        if self.ended.is_set() or self._line.done():
+            raise PhoneError(f"the call ended before the caller spoke: {self.end_reason or 'the line stopped'}")
         done: asyncio.Future[Utterance] = asyncio.get_running_loop().create_future()
         self._queue.append((pcm, done))
-        return await done
+        try:
+            async with asyncio.timeout(len(pcm) / (2 * self.sample_rate) + SAY_MARGIN_S):
+                return await done
+        except TimeoutError:
+            raise PhoneError("the line did not send the caller's speech in time (media socket stalled)") from None
 
     async def _run_line(self) -> None:
         size = self.frame_bytes
@@ -223,6 +235,7 @@ class PhoneCall:
 
     async def hang_up(self) -> None:
         """The caller hangs up: ACS closes the media socket and posts CallDisconnected."""
+        self.end(CALLER_HUNG_UP)
         if self._line is not None:
             self._line.cancel()
             await asyncio.gather(self._line, return_exceptions=True)
@@ -240,13 +253,6 @@ class PhoneCall:
             await asyncio.gather(self._reader, return_exceptions=True)
 
 
-def audio_message(pcm: bytes, *, silent: bool = False, participant: str = "4:+14255550123") -> str:
-    return orjson.dumps({"kind": "AudioData", "audioData": {
-        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "participantRawID": participant, "data": base64.b64encode(pcm).decode("ascii"), "silent": silent,
-    }}).decode()
-
-
 class PhoneNetwork:
     """ACS for a callbot under test or demo. Start it, give callbot `env()`, then `place_call`.
 
@@ -262,6 +268,7 @@ class PhoneNetwork:
         self.identity: LocalAcsIdentity | None = identity
         self.jwks = JwksServer()
         self.acs = AcsServer(access_key, host=host, port=acs_port)
+        self.acs.on_hangup = self._hung_up
         self.http: aiohttp.ClientSession | None = None
         self.calls: list[PhoneCall] = []
         self.telephone_leg = telephone_leg
@@ -274,6 +281,12 @@ class PhoneNetwork:
         return cls(resource_id or profile.resource_id, identity=profile.identity(),
                    access_key=profile.acs_access_key, host=profile.host, acs_port=profile.acs_port,
                    jwks_port=profile.jwks_port, telephone_leg=telephone_leg)  # fmt: skip
+
+    async def _hung_up(self, answered: AnsweredCall) -> None:
+        """callbot hung up (terminate or DELETE at the ACS REST API): that call is over."""
+        for call in self.calls:
+            if call.answered.call_connection_id == answered.call_connection_id:
+                call.end(CALLBOT_HUNG_UP)
 
     async def start(self) -> None:
         if self.identity is None:

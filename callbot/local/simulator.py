@@ -10,6 +10,9 @@ A script is a list of `Turn`s. Text form (``callbot dial --script FILE``), one d
 `run_script` plays it on a `PhoneCall` line (one 20 ms frame every 20 ms, silence in between), groups the bot's
 audio into bursts (a gap of 400 ms, or a StopAudio, ends one), prints a live transcript and measures: time to
 answer, end of caller speech -> first bot audio per turn, and for barge-ins caller speech start -> StopAudio.
+Given ``agent_heard`` (the local-only channel of `callbot.local.heard`), it also shows what the agent heard
+after each turn and judges it against what was said. Every wait is bounded, and the script stops as soon as
+the call ends (callbot hung up or closed the media socket): the report says why.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from callbot.local.phone import PhoneCall, Utterance
+from callbot.local.heard import AgentHeard, HeardTracker, heard_matches
+from callbot.local.phone import PhoneCall, PhoneError, Utterance
 from callbot.local.telephone import TelephoneLeg, playout, write_wav
 
 if TYPE_CHECKING:
@@ -95,6 +99,14 @@ class TurnResult:
     reply: Burst | None = None
     stop_at: float | None = None  # barge-ins: the StopAudio that followed the caller's speech
     audio_after_stop: bool = False
+    heard: str | None = None  # what the agent heard (None: not known)
+
+    @property
+    def recognised(self) -> bool | None:
+        """Whether the agent heard what was said; None when unknown or not judged (recorded audio)."""
+        if self.heard is None or self.turn.audio is not None:
+            return None
+        return heard_matches(self.turn.text, self.heard)
 
     @property
     def answered(self) -> bool:
@@ -192,14 +204,14 @@ class BotMonitor:
         deadline = time.monotonic() + timeout
         while True:
             found = next((b for b in self.bursts if b.start >= after), None)
-            if found is not None or time.monotonic() >= deadline or self.call.closed.is_set():
+            if found is not None or time.monotonic() >= deadline or self.call.ended.is_set():
                 return found
             await asyncio.sleep(0.02)
 
     async def wait_quiet(self, quiet_s: float, timeout: float = 60.0) -> None:  # noqa: ASYNC109
         """Until the bot has been silent for ``quiet_s``."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self.call.closed.is_set():
+        while time.monotonic() < deadline and not self.call.ended.is_set():
             since = self.quiet_since
             if since is not None and time.monotonic() - since >= quiet_s:
                 return
@@ -213,6 +225,9 @@ class CallReport:
     bursts: list[Burst]
     transcript: Transcript
     greeting: Burst | None
+    planned: int = 0  # turns in the script
+    ended_early: str | None = None  # the call ended before the script was done: why
+    heard_available: bool = False  # what the agent heard was known (the offline stand-in's channel)
 
     @property
     def time_to_answer_s(self) -> float:
@@ -220,8 +235,9 @@ class CallReport:
 
     @property
     def ok(self) -> bool:
-        return all(t.answered for t in self.turns) and all(t.stopped_bot for t in self.turns
-                                                            if t.turn.barge_in_s is not None)  # fmt: skip
+        return (self.ended_early is None and all(t.answered for t in self.turns)
+                and all(t.recognised is not False for t in self.turns)
+                and all(t.stopped_bot for t in self.turns if t.turn.barge_in_s is not None))  # fmt: skip
 
     def summary(self) -> list[str]:
         lines = [f"time to answer: {self.time_to_answer_s * 1000:.0f} ms (IncomingCall -> answer)"]
@@ -230,6 +246,8 @@ class CallReport:
                          "media socket opened")  # fmt: skip
         for number, result in enumerate(self.turns, start=1):
             said = f'turn {number} "{result.turn.text}"'
+            if result.recognised is False:
+                lines.append(f'{said}: NOT RECOGNISED: the agent heard "{result.heard}"')
             if result.response_s is None:
                 lines.append(f"{said}: NOT ANSWERED")
             else:
@@ -241,6 +259,12 @@ class CallReport:
                     verdict = "" if result.stopped_bot else ", but bot audio went on"
                     lines.append(f"barge-in (turn {number}): caller speech start -> StopAudio "
                                  f"{result.barge_in_s * 1000:.0f} ms{verdict}")  # fmt: skip
+        if len(self.turns) < self.planned:
+            first, last = len(self.turns) + 1, self.planned
+            which = f"turn {first}" if first == last else f"turns {first}-{last}"
+            lines.append(f"{which}: NOT PLAYED (the call ended)")
+        if not self.heard_available and self.turns:
+            lines.append("what the agent heard: not available (callbot offers it only with the offline stand-in)")
         return lines
 
 
@@ -254,9 +278,12 @@ async def run_script(
     greeting_wait_s: float = 5.0,
     reply_timeout_s: float = 10.0,
     quiet_s: float = 0.7,
+    agent_heard: AgentHeard | None = None,
 ) -> CallReport:
-    """Play ``turns`` on ``call``'s line and report (the call stays up: hang up afterwards)."""
+    """Play ``turns`` on ``call``'s line and report (the call stays up: hang up afterwards). ``agent_heard``:
+    what the agent has heard so far on the call (None: not available)."""
     speaker = speaker or caller_speaker()
+    heard = HeardTracker(agent_heard, transcript.add)
 
     async def on_burst(burst: Burst) -> None:
         text = await bot_text(burst) if bot_text is not None else f"({len(burst.audio) // 2 / call.sample_rate:.1f} s)"
@@ -270,16 +297,23 @@ async def run_script(
         greeting = await monitor.wait_reply(call.connected_at, greeting_wait_s)
         if greeting is not None:
             await monitor.wait_quiet(quiet_s)
+        await heard.start()
         for turn in turns:
             pcm = turn.audio if turn.audio is not None else await speaker.synthesize_async(turn.text, call.sample_rate)
             if results:
                 reply = await monitor.wait_reply(results[-1].utterance.speech_end_at, reply_timeout_s)
+                await heard.collect(results[-1])
                 if turn.barge_in_s is not None and reply is not None:
                     await asyncio.sleep(max(0.0, reply.start + turn.barge_in_s - time.monotonic()))
                 else:
                     await monitor.wait_quiet(quiet_s)
             await asyncio.sleep(turn.pause_s)
-            result = TurnResult(turn, await call.say(pcm))
+            try:
+                result = TurnResult(turn, await call.say(pcm))
+            except PhoneError:  # the call ended (the report says why) or the line stalled
+                if not call.ended.is_set():
+                    raise
+                break
             results.append(result)
             transcript.add(result.utterance.speech_at, "caller", turn.text)
             if turn.barge_in_s is not None:
@@ -289,6 +323,7 @@ async def run_script(
                                    f"{result.barge_in_s * 1000:.0f} ms")  # fmt: skip
         if results:
             await monitor.wait_reply(results[-1].utterance.speech_end_at, reply_timeout_s)
+            await heard.collect(results[-1])
         await monitor.wait_quiet(quiet_s)
     finally:
         watcher.cancel()
@@ -300,7 +335,8 @@ async def run_script(
         result.reply = next((b for b in monitor.bursts if result.utterance.speech_end_at < b.start < until), None)
     first = results[0].utterance.speech_at if results else float("inf")
     greeting = next((b for b in monitor.bursts if b.start < first), None)
-    return CallReport(call, results, monitor.bursts, transcript, greeting)
+    early = call.end_reason if call.ended.is_set() and len(results) < len(turns) else None
+    return CallReport(call, results, monitor.bursts, transcript, greeting, len(turns), early, heard.available)
 
 
 def _judge_barge_in(call: PhoneCall, result: TurnResult) -> None:
