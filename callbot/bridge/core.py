@@ -18,71 +18,16 @@ from typing import Any
 from callbot.acs import media
 from callbot.bridge.actions import AcsAudio, AcsStop, Action, HangUp, VlSend
 from callbot.bridge.playback import FRAME_MS, Playback, PlayItem
-from callbot.config import Settings
+from callbot.bridge.state import GOODBYE, CoreConfig, Stats, Turn
 from callbot.voicelive import session as vl
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AcsAudio", "AcsStop", "Action", "BridgeCore", "CoreConfig", "HangUp", "Stats", "Turn", "VlSend"]
+__all__ = ["GOODBYE", "AcsAudio", "AcsStop", "Action", "BridgeCore", "CoreConfig", "HangUp", "Stats", "Turn", "VlSend"]
 
-GOODBYE = "Our time is up for this call. Thank you for calling, goodbye."
 BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active"})
 MAX_RESTORED_TURNS = 40
 MAX_RESTORED_CHARS = 2000
-
-
-@dataclass(slots=True)
-class Turn:
-    role: str  # "caller" | "bot"
-    text: str
-    interrupted: bool = False
-
-
-@dataclass(slots=True)
-class Stats:
-    caller_frames: int = 0
-    caller_frames_buffered: int = 0
-    caller_frames_dropped: int = 0
-    bot_frames: int = 0
-    bot_frames_dropped: int = 0
-    late_deltas_dropped: int = 0
-    barge_ins: int = 0
-    stop_audio: int = 0
-    cancels: int = 0
-    truncates: int = 0
-    voicelive_errors: int = 0
-    dtmf: int = 0
-    malformed: int = 0
-
-
-@dataclass
-class CoreConfig:
-    call_id: str
-    sample_rate: int = 24000
-    lead_ms: int = 120
-    chunk_ms: int = 20
-    preconnect_buffer_ms: int = 10000
-    max_queue_ms: int = 300_000
-    greeting: str = ""
-    max_call_seconds: float = 3600.0
-    goodbye: str = GOODBYE
-    goodbye_timeout_s: float = 15.0
-    log_transcripts: bool = False  # transcripts and key presses are personal data: DEBUG unless this is on
-    session: dict[str, Any] = field(default_factory=dict)  # the `session` of session.update
-
-    @classmethod
-    def from_settings(cls, call_id: str, settings: Settings) -> CoreConfig:
-        return cls(
-            call_id=call_id,
-            sample_rate=settings.media_sample_rate,
-            lead_ms=settings.callbot_playback_lead_ms,
-            chunk_ms=settings.callbot_playback_chunk_ms,
-            preconnect_buffer_ms=settings.callbot_preconnect_buffer_ms,
-            greeting=settings.callbot_greeting,
-            max_call_seconds=settings.callbot_max_call_seconds,
-            log_transcripts=settings.callbot_log_transcripts,
-            session=vl.build_session(settings),
-        )
 
 
 @dataclass
