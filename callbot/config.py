@@ -6,7 +6,9 @@ nor `str` nor `public_dict()` reveals them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -27,12 +29,12 @@ ACS_JWKS_URL = "https://acscallautomation.communication.azure.com/calling/keys"
 _OFF = frozenset({"", "0", "off", "false", "no", "none", "disabled"})
 _ON = frozenset({"1", "on", "true", "yes", "enabled"})
 # URL-valued settings and the schemes each accepts (checked at start: one clear line instead of a failure per call)
-_URL_SCHEMES: dict[str, frozenset[str]] = {
+_URL_SCHEMES: Mapping[str, frozenset[str]] = MappingProxyType({
     "azure_voicelive_endpoint": frozenset({"https", "http", "wss", "ws"}),
     "acs_endpoint": frozenset({"https", "http"}),
     "callbot_public_url": frozenset({"https", "http"}),
     "callbot_acs_jwks_url": frozenset({"https", "http"}),
-}
+})
 
 
 class Settings(BaseSettings):
@@ -198,7 +200,9 @@ class Settings(BaseSettings):
 
     @property
     def media_sample_rate(self) -> int:
-        return 24000 if self.callbot_media_format == "pcm24k" else 16000
+        from callbot.audio.formats import MEDIA_FORMATS
+
+        return MEDIA_FORMATS[self.callbot_media_format].sample_rate
 
     def instructions(self) -> str:
         """The system prompt: the file when `CALLBOT_INSTRUCTIONS_FILE` is set, else `CALLBOT_INSTRUCTIONS`."""

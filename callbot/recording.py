@@ -44,6 +44,7 @@ from typing import Any, BinaryIO
 import orjson
 from pydantic import ValidationError
 
+from callbot.audio.formats import MEDIA_FORMATS
 from callbot.config import Settings
 
 log = logging.getLogger(__name__)
@@ -343,7 +344,7 @@ class Recording:
     @property
     def sample_rate(self) -> int:
         fmt = self.header.get("settings", {}).get("callbot_media_format", "pcm24k")
-        return 16000 if fmt == "pcm16k" else 24000
+        return MEDIA_FORMATS.get(fmt, MEDIA_FORMATS["pcm24k"]).sample_rate
 
     @property
     def duration_ms(self) -> float:

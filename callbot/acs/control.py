@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from azure.communication.callautomation import (
@@ -23,6 +25,8 @@ from azure.communication.callautomation.aio import CallAutomationClient
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import AzureError, HttpResponseError
 
+from callbot.audio.formats import MEDIA_FORMATS
+
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
@@ -32,15 +36,16 @@ logger = logging.getLogger(__name__)
 
 MediaFormat = Literal["pcm24k", "pcm16k"]
 RejectReason = Literal["none", "busy", "forbidden"]
-_AUDIO_FORMATS = {"pcm24k": AudioFormat.PCM24_K_MONO, "pcm16k": AudioFormat.PCM16_K_MONO}
+_AUDIO_FORMATS: Mapping[str, AudioFormat] = MappingProxyType(
+    {name: AudioFormat(f.acs_name) for name, f in MEDIA_FORMATS.items() if f.acs_name is not None})
 # Answering must not wait minutes on a struggling service: the caller hears ringing meanwhile.
-DEFAULT_CLIENT_OPTIONS: dict[str, Any] = {
+DEFAULT_CLIENT_OPTIONS: Mapping[str, Any] = MappingProxyType({
     "retry_total": 3,
     "retry_backoff_factor": 0.5,
     "retry_backoff_max": 4,
     "connection_timeout": 10,
     "read_timeout": 30,
-}
+})
 
 
 class ConfigError(ValueError):

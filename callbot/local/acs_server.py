@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from types import MappingProxyType
 from typing import Any, Literal
 
 import aiohttp
@@ -37,9 +38,9 @@ MAX_CLOCK_SKEW_SECONDS = 15 * 60
 AUDIO_FORMATS = ("pcm16KMono", "pcm24KMono")
 _OK_MESSAGE = "Action completed successfully."
 _CALL_PATH = re.compile(r"/calling/callConnections/([^/:]+)(:terminate)?")
-_STREAMING_STATUS = {"MediaStreamingStarted": ("mediaStreamingStarted", "subscriptionStarted"),
+_STREAMING_STATUS = MappingProxyType({"MediaStreamingStarted": ("mediaStreamingStarted", "subscriptionStarted"),
                      "MediaStreamingStopped": ("mediaStreamingStopped", "subscriptionStopped"),
-                     "MediaStreamingFailed": ("mediaStreamingFailed", "streamConnectionUnsuccessful")}
+                     "MediaStreamingFailed": ("mediaStreamingFailed", "streamConnectionUnsuccessful")})
 
 
 @dataclass(frozen=True)

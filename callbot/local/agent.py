@@ -25,6 +25,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from callbot.audio import alaw_to_pcm16, pcm16_to_alaw, pcm16_to_ulaw, ulaw_to_pcm16
+from callbot.audio.formats import PCM24K, VOICELIVE_OUTPUT, voicelive_input
 from callbot.local.faq import Responder
 from callbot.local.speech import SpeechDetector
 from callbot.local.voicelive_protocol import ProtocolError, message_text
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
-OUTPUT_RATES = {"pcm16": 24000, "pcm16_16000hz": 16000, "pcm16_8000hz": 8000, "g711_ulaw": 8000, "g711_alaw": 8000}
 MIN_UNRECOGNISED_SPEECH_MS = 600  # shorter segments with no words are noise: no reply
 MAX_MANUAL_BUFFER_BYTES = 60 * 48000  # one minute at 24 kHz: the uncommitted buffer when turn detection is off
 
@@ -67,8 +67,8 @@ class LocalAgent:
 
     @property
     def _input_rate(self) -> int:
-        fmt = self.session.config.get("input_audio_format", "pcm16")
-        return 8000 if str(fmt).startswith("g711") else int(self.session.config.get("input_audio_sampling_rate", 24000))
+        fmt = str(self.session.config.get("input_audio_format", "pcm16"))
+        return voicelive_input(fmt, int(self.session.config.get("input_audio_sampling_rate", 24000))).sample_rate
 
     def _configure(self) -> None:
         instructions = str(self.session.config.get("instructions") or "")
@@ -203,12 +203,12 @@ class LocalAgent:
         await self.session.start_response(text=text, audio=audio, chunk_ms=self.standin.chunk_ms,
                                           realtime_factor=self.standin.realtime_factor,
                                           output_audio_format=fmt)  # fmt: skip
-        bytes_per_s = OUTPUT_RATES.get(fmt, 24000) * (1 if fmt.startswith("g711") else 2)
-        self.standin.emit(self.session, "reply", text, audio_ms=len(audio) * 1000 // bytes_per_s)
+        out = VOICELIVE_OUTPUT.get(fmt, PCM24K)
+        self.standin.emit(self.session, "reply", text, audio_ms=int(len(audio) / out.bytes_per_ms))
 
     def _synthesize(self, text: str, fmt: str) -> bytes:
         """The reply's audio in the output format. Blocking: runs in a worker thread (espeak-ng releases the GIL)."""
-        pcm = self.standin.speaker.synthesize(text, OUTPUT_RATES.get(fmt, 24000))
+        pcm = self.standin.speaker.synthesize(text, VOICELIVE_OUTPUT.get(fmt, PCM24K).sample_rate)
         return pcm16_to_ulaw(pcm) if fmt == "g711_ulaw" else pcm16_to_alaw(pcm) if fmt == "g711_alaw" else pcm
 
 

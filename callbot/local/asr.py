@@ -24,7 +24,8 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ _DISCOUNT_MASS = 0.2  # back-off mass of the phrase LM: low = close to the phras
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 
 # IPA (as espeak-ng writes it for English) -> ARPAbet; matched longest first
-_IPA_TO_ARPABET: dict[str, str] = {
+_IPA_TO_ARPABET: Mapping[str, str] = MappingProxyType({
     "aɪɚ": "AY ER", "aɪə": "AY ER", "aʊɚ": "AW ER",
     "eɪ": "EY", "aɪ": "AY", "ɔɪ": "OY", "aʊ": "AW", "oʊ": "OW", "əʊ": "OW", "tʃ": "CH", "dʒ": "JH",
     "ɑː": "AA", "ɔː": "AO", "ɜː": "ER", "iː": "IY", "uː": "UW", "n̩": "AH N", "l̩": "AH L", "m̩": "AH M",
@@ -55,7 +56,7 @@ _IPA_TO_ARPABET: dict[str, str] = {
     "ð": "DH", "s": "S", "z": "Z", "ʃ": "SH", "ʒ": "ZH", "h": "HH", "m": "M", "n": "N", "ŋ": "NG",
     "l": "L", "ɬ": "L", "ɹ": "R", "r": "R", "w": "W", "ʍ": "W", "j": "Y", "ɾ": "T", "ʔ": "T", "x": "K",
     "ç": "HH",
-}  # fmt: skip
+})  # fmt: skip
 _IPA_KEY_LENGTHS = sorted({len(k) for k in _IPA_TO_ARPABET}, reverse=True)
 
 

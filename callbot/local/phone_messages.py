@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 
 import orjson
 
-SAMPLE_RATES = {"pcm24KMono": 24000, "pcm16KMono": 16000}
-CLOSE_REASONS = {
+from callbot.audio.formats import ACS_FORMATS
+
+SAMPLE_RATES: Mapping[str, int] = MappingProxyType({name: f.sample_rate for name, f in ACS_FORMATS.items()})
+CLOSE_REASONS: Mapping[int, str] = MappingProxyType({
     1000: "callbot closed the media socket",
     1001: "callbot closed the media socket (1001: going away)",
     1006: "the media socket dropped (1006: no close frame)",
@@ -17,7 +21,7 @@ CLOSE_REASONS = {
     1009: "callbot closed the media socket (1009: message too big)",
     1011: "callbot closed the media socket (1011: internal error)",
     1013: "callbot refused the media socket (1013: try again later, at its call limit)",
-}
+})
 CALLBOT_HUNG_UP = "callbot hung up the call (its log says why)"
 CALLER_HUNG_UP = "the caller hung up"
 

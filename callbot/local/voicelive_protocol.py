@@ -11,14 +11,18 @@ import math
 import time
 import uuid
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
-INPUT_AUDIO_FORMATS = frozenset({"pcm16", "g711_ulaw", "g711_alaw"})
-OUTPUT_AUDIO_FORMATS = frozenset({"pcm16", "pcm16_8000hz", "pcm16_16000hz", "g711_ulaw", "g711_alaw"})
-LEGACY_OUTPUT_AUDIO_FORMATS = {"pcm16-8000hz": "pcm16_8000hz", "pcm16-16000hz": "pcm16_16000hz"}
-INPUT_SAMPLING_RATES = frozenset({8000, 16000, 24000})
+from callbot.audio.formats import VOICELIVE_INPUT_CODECS, VOICELIVE_INPUT_RATES, VOICELIVE_OUTPUT, voicelive_input
+
+INPUT_AUDIO_FORMATS = frozenset(VOICELIVE_INPUT_CODECS)
+OUTPUT_AUDIO_FORMATS = frozenset(VOICELIVE_OUTPUT)
+LEGACY_OUTPUT_AUDIO_FORMATS: Mapping[str, str] = MappingProxyType({"pcm16-8000hz": "pcm16_8000hz",
+                                                                   "pcm16-16000hz": "pcm16_16000hz"})
+INPUT_SAMPLING_RATES = VOICELIVE_INPUT_RATES
 TURN_DETECTION_TYPES = frozenset(
     {"server_vad", "azure_semantic_vad", "azure_semantic_vad_en", "azure_semantic_vad_multilingual"}
 )
@@ -66,16 +70,16 @@ def new_id(prefix: str) -> str:
 
 def output_bytes_per_ms(fmt: str) -> int:
     """Bytes per millisecond of an output audio format (pcm16 is 24 kHz)."""
-    return {"pcm16": 48, "pcm16_16000hz": 32, "pcm16_8000hz": 16, "g711_ulaw": 8, "g711_alaw": 8}[fmt]
+    return int(VOICELIVE_OUTPUT[fmt].bytes_per_ms)
 
 
 def input_bytes_per_ms(fmt: str, sampling_rate: int) -> int:
     """Bytes per millisecond of the input audio format (g711 is always 8 kHz, one byte a sample)."""
-    return 8 if fmt.startswith("g711") else sampling_rate * 2 // 1000
+    return int(voicelive_input(fmt, sampling_rate).bytes_per_ms)
 
 
 def sample_width(fmt: str) -> int:
-    return 1 if fmt.startswith("g711") else 2
+    return VOICELIVE_OUTPUT[fmt].sample_width if fmt in VOICELIVE_OUTPUT else 2
 
 
 def default_session(session_id: str, query: Mapping[str, str], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -255,7 +259,7 @@ def tone(duration_ms: int, fmt: str, *, frequency: float = 440.0) -> bytes:
 
     The envelope rises and falls every 300 ms so that it looks like syllables to a level meter.
     """
-    rate = {"pcm16": 24000, "pcm16_16000hz": 16000}.get(fmt, 8000)
+    rate = VOICELIVE_OUTPUT[fmt].sample_rate
     n = rate * duration_ms // 1000
     t = np.arange(n, dtype=np.float64) / rate
     envelope = 0.55 + 0.45 * np.sin(2 * np.pi * t / 0.3)

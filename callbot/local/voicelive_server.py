@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 from types import TracebackType
 from typing import Any
@@ -28,13 +29,13 @@ logger = logging.getLogger(__name__)
 Event = dict[str, Any]
 REALTIME_PATH = "/voice-live/realtime"
 MS_PER_CHARACTER = 60
-_UNAUTHORIZED = {
+_UNAUTHORIZED = json.dumps({  # the service's 401 body, as text: a constant that cannot be changed by accident
     "error": {
         "code": "401",
         "message": "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide "
         "a valid key for an active subscription and use a correct regional API endpoint for your resource.",
     }
-}
+})
 
 
 class DefaultBehaviour:
@@ -135,7 +136,7 @@ class VoiceLiveServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if not self._authorized(request):
-            return web.json_response(_UNAUTHORIZED, status=401)
+            return web.Response(text=_UNAUTHORIZED, status=401, content_type="application/json")
         if "api-version" not in request.query:
             return web.json_response({"error": {"code": "MissingApiVersionParameter",
                                                 "message": "The api-version query parameter is required."}},

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from callbot.audio.formats import MEDIA_FORMATS
 from callbot.config import Settings
 from callbot.voicelive.voices import voice_config
 
 __all__ = ["voice_config"]  # re-exported: part of what a session is built from
 
-# Voice Live wire names for each media format: (input sampling rate, output_audio_format).
-AUDIO_FORMATS: dict[str, tuple[int, str]] = {
-    "pcm24k": (24000, "pcm16"),
-    "pcm16k": (16000, "pcm16_16000hz"),
-}
 
 def turn_detection_config(settings: Settings) -> dict[str, Any]:
     td: dict[str, Any] = {
@@ -37,15 +33,15 @@ def turn_detection_config(settings: Settings) -> dict[str, Any]:
 
 def build_session(settings: Settings) -> dict[str, Any]:
     """The `session` object of `session.update`."""
-    rate, out_format = AUDIO_FORMATS[settings.callbot_media_format]
+    media = MEDIA_FORMATS[settings.callbot_media_format]
     session: dict[str, Any] = {
         "modalities": ["text", "audio"],
         "instructions": settings.instructions(),
         "voice": voice_config(settings.callbot_voice, settings.callbot_voice_type, settings.callbot_voice_endpoint_id,
                               settings.callbot_voice_model),
-        "input_audio_format": "pcm16",
-        "input_audio_sampling_rate": rate,
-        "output_audio_format": out_format,
+        "input_audio_format": media.voicelive_input,
+        "input_audio_sampling_rate": media.sample_rate,
+        "output_audio_format": media.voicelive_output,
         "turn_detection": turn_detection_config(settings),
         "temperature": settings.callbot_temperature,
     }

@@ -108,7 +108,8 @@ async def test_dial_ends_promptly_with_the_reason_when_callbot_refuses_the_media
 
 
 async def test_dial_ends_promptly_with_the_reason_when_voice_live_is_misconfigured(tmp_path: Path) -> None:
-    async with local_callbot(tmp_path, azure_voicelive_endpoint="notaurl") as cb:
+    # a Voice Live endpoint nothing answers at (an unusable URL is refused at start: see test_config)
+    async with local_callbot(tmp_path, azure_voicelive_endpoint="http://127.0.0.1:1") as cb:
         result = await run_cli(tmp_path, "dial", cb.url, "--say", "what are your opening hours", "--greeting-wait", "3")
     assert result.code == 2, result
     assert result.lines[-1].startswith("call ended early: callbot "), result.out
