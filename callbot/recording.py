@@ -1,7 +1,9 @@
 """Call recordings: every message at a call's wire boundaries, one JSON Lines file per call.
 
-Line 1 is a header: ``{"format": "callbot-recording", "version": 1, "call_id", "started_at", "settings"}`` (the
-applied settings, secrets replaced by ``"<set>"``). Every other line is one message::
+Line 1 is a header: ``{"format": "callbot-recording", "version": 1, "call_id", "started_at", "transport",
+"settings"}`` (the call's transport, ``acs`` or ``web``, absent in older recordings: ``acs``; the applied settings,
+secrets replaced by ``"<set>"``). ``acs_in`` / ``acs_out`` are the caller's side of the call on whatever
+transport. Every other line is one message::
 
     {"t": 1234.567, "dir": "acs_in", "kind": "AudioData", "text": "{...the raw media message...}"}
 
@@ -113,7 +115,7 @@ class CallRecorder:
 
     @classmethod
     def open(cls, directory: Path, call_id: str, settings: Settings, *,
-             clock: Callable[[], float] = time.monotonic) -> CallRecorder | None:
+             clock: Callable[[], float] = time.monotonic, transport: str = "acs") -> CallRecorder | None:
         """Create ``<directory>/<UTC time>-<call id>.jsonl`` (mode 0600); None, with one error log, if impossible."""
         started = datetime.now(UTC)
         name = f"{started:%Y%m%dT%H%M%S}Z-{_SAFE_NAME.sub('_', call_id)[:80]}.jsonl"
@@ -126,7 +128,8 @@ class CallRecorder:
             log.error("call %s: not recorded: cannot create a file in %s (%s)", call_id, directory,
                       exc.strerror or type(exc).__name__)
             return None
-        header = {"started_at": started.isoformat(timespec="milliseconds"), "settings": header_settings(settings)}
+        header = {"started_at": started.isoformat(timespec="milliseconds"), "transport": transport,
+                  "settings": header_settings(settings)}
         return cls(fh, path, call_id, header, clock)
 
     # -- the wire tap (synchronous: serialise and buffer, never I/O) ---------------------------------------------
@@ -134,8 +137,8 @@ class CallRecorder:
     def acs_in(self, raw: str | bytes) -> None:
         self._media(ACS_IN, raw)
 
-    def acs_out(self, text: str) -> None:
-        self._media(ACS_OUT, text)
+    def acs_out(self, raw: str | bytes) -> None:
+        self._media(ACS_OUT, raw)
 
     def vl_out(self, event: dict[str, Any]) -> None:
         if event.get("type") == "session.update":  # only `session_opened` sends it: a connection just opened
@@ -342,7 +345,13 @@ class Recording:
         return str(self.header.get("call_id", ""))
 
     @property
+    def transport(self) -> str:
+        return str(self.header.get("transport") or "acs")
+
+    @property
     def sample_rate(self) -> int:
+        if self.transport == "web":
+            return MEDIA_FORMATS["pcm24k"].sample_rate
         fmt = self.header.get("settings", {}).get("callbot_media_format", "pcm24k")
         return MEDIA_FORMATS.get(fmt, MEDIA_FORMATS["pcm24k"]).sample_rate
 

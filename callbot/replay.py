@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from callbot.acs import media
-from callbot.bridge.core import AcsAudio, AcsStop, Action, BridgeCore, CoreConfig, HangUp, VlSend
+from callbot.audio.formats import MEDIA_FORMATS
+from callbot.bridge.core import Action, BridgeCore, CoreConfig, HangUp, Notify, PlayAudio, StopPlayback, VlSend
 from callbot.bridge.playback import FRAME_MS
+from callbot.bridge.transport import CallerAudio, Transport, dispatch, transport_for
 from callbot.recording import ACS_IN, ACS_OUT, META, VL_IN, VL_OUT, Record, Recording, RecordingError, load_recording
 from callbot.wav_timeline import place_bot, place_caller
 
@@ -63,25 +64,23 @@ def normalise(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in MINTED_IDS}  # ids minted per run
 
 
+def recording_transport(recording: Recording) -> Transport:
+    media = MEDIA_FORMATS[recording.settings().callbot_media_format]
+    return transport_for(recording.transport, recording.call_id or "replay", media)
+
+
 def recorded_messages(recording: Recording) -> list[Message]:
     """The outbound wire messages of the recording (REST calls excluded), normalised."""
     out: list[Message] = []
+    transport = recording_transport(recording)
     for r in recording.records:
         if r.dir == ACS_OUT and r.kind not in CALL_CONTROL:
             raw = r.media()
             if raw is not None:
-                out.append(Message(r.t, ACS_OUT, _parse_media(raw)))
+                out.append(Message(r.t, ACS_OUT, transport.describe(raw)))
         elif r.dir == VL_OUT:
             out.append(Message(r.t, VL_OUT, normalise(r.event)))
     return out
-
-
-def _parse_media(raw: str | bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {"kind": "?"}
-    return body if isinstance(body, dict) else {"kind": "?"}
 
 
 def _on_bridge_wire(r: Record) -> bool:  # a media socket or Voice Live message: not call control, not a marker
@@ -93,18 +92,23 @@ def _is_input(r: Record) -> bool:
 
 
 class _Replayer:
-    def __init__(self, core: BridgeCore) -> None:
-        self.core, self.now = core, 0.0
+    def __init__(self, core: BridgeCore, transport: Transport) -> None:
+        self.core, self.now, self.transport = core, 0.0, transport
         self.result = ReplayResult([], core)
 
     def emit(self, actions: list[Action]) -> None:
         t = round(self.now * 1000, 3)
         for action in actions:
-            if isinstance(action, AcsAudio):
+            out = self.transport
+            if isinstance(action, PlayAudio):
                 if action.epoch == self.core.epoch:  # the runner drops frames of an interrupted epoch
-                    self.result.messages.append(Message(t, ACS_OUT, orjson.loads(media.encode_audio_bytes(action.pcm))))
-            elif isinstance(action, AcsStop):
-                self.result.messages.append(Message(t, ACS_OUT, orjson.loads(media.STOP_AUDIO)))
+                    self.result.messages.append(Message(t, ACS_OUT, out.describe(out.audio_message(action.pcm))))
+            elif isinstance(action, StopPlayback):
+                self.result.messages.append(Message(t, ACS_OUT, out.describe(out.stop_message())))
+            elif isinstance(action, Notify):
+                message = out.notify_message(action.event)
+                if message is not None:
+                    self.result.messages.append(Message(t, ACS_OUT, out.describe(message)))
             elif isinstance(action, VlSend):
                 self.result.messages.append(Message(t, VL_OUT, normalise(orjson.loads(orjson.dumps(action.event)))))
             elif isinstance(action, HangUp) and self.result.hang_up is None:
@@ -142,16 +146,19 @@ class _Replayer:
             self.emit(core.server_event(now, orjson.loads(orjson.dumps(r.event))))
         else:
             raw = r.media()
-            if raw is not None:
-                self.emit(core.acs_message(now, raw))
+            msg = self.transport.parse(raw) if raw is not None else None
+            if msg is not None:
+                self.emit(dispatch(core, now, msg))
 
 
 def replay(recording: Recording, *, core_factory: CoreFactory = BridgeCore) -> ReplayResult:
     """Run the recording's inbound messages through a new core; returns what it sent (see the module doc)."""
-    core = core_factory(CoreConfig.from_settings(recording.call_id or "replay", recording.settings()))
+    transport = recording_transport(recording)
+    core = core_factory(CoreConfig.from_settings(recording.call_id or "replay", recording.settings(), transport.media,
+                                                 transport.name, transport.notify))
     inputs = sorted((r for r in recording.records if _is_input(r)), key=lambda r: r.t)
     horizon = max((r.t for r in recording.records if _on_bridge_wire(r)), default=0.0) / 1000  # the bridge's end
-    run = _Replayer(core)
+    run = _Replayer(core, transport)
     run.now = inputs[0].t / 1000 if inputs else 0.0
     core.start(run.now)
     if not any(r.dir == META and r.kind == "media_open" for r in inputs):
@@ -301,19 +308,13 @@ class WavSummary:
     cuts: int  # StopAudio messages that cut the bot channel
 
 
-def _caller_audio(r: Record) -> media.MediaMessage | None:
-    raw = r.media() if r.dir == ACS_IN else None
-    try:
-        return media.parse_media_message(raw) if raw is not None else None
-    except media.MediaParseError:
-        return None
-
-
 def render(recording: Recording, bot: Sequence[Message] | None = None) -> tuple[np.ndarray[Any, Any], int, int, int]:
     """(samples x 2 int16: caller left, bot right), caller frames, bot frames, cuts. `bot` defaults to the recorded
     outbound messages (pass a replay's messages to hear the current code)."""
+    transport = recording_transport(recording)
     caller: list[tuple[float, bytes]] = [
-        (r.t, a.data) for r in recording.records if isinstance(a := _caller_audio(r), media.AudioData)]
+        (r.t, binascii.a2b_base64(a.b64)) for r in recording.records
+        if r.dir == ACS_IN and (raw := r.media()) is not None and isinstance(a := transport.parse(raw), CallerAudio)]
     sent: list[tuple[float, bytes | None]] = [
         (m.t, None if m.kind == "StopAudio" else binascii.a2b_base64(str(m.body["audioData"]["data"])))
         for m in (recorded_messages(recording) if bot is None else bot)

@@ -18,10 +18,11 @@ class Framer:
     :meth:`push`, so the cost is linear in the bytes pushed whatever the chunk sizes.
     """
 
-    def __init__(self, frame_bytes: int) -> None:
+    def __init__(self, frame_bytes: int, silence_byte: int = 0x00) -> None:
         if frame_bytes <= 0:
             raise ValueError(f"frame_bytes must be positive, got {frame_bytes}")
         self._size = frame_bytes
+        self._pad = bytes([silence_byte])  # 0x00 for PCM; G.711 silence is 0xFF (mu-law) / 0xD5 (A-law)
         self._buf = bytearray()
 
     @property
@@ -49,7 +50,7 @@ class Framer:
         return frames
 
     def flush(self, pad: bool = True) -> bytes | None:
-        """Return the held partial frame (zero-padded to a full frame when ``pad``) and empty the buffer.
+        """Return the held partial frame (padded with silence to a full frame when ``pad``) and empty the buffer.
 
         Returns ``None`` when nothing is held.
         """
@@ -58,7 +59,7 @@ class Framer:
         tail = bytes(self._buf)
         self._buf.clear()
         if pad:
-            tail += bytes(self._size - len(tail))
+            tail += self._pad * (self._size - len(tail))
         return tail
 
     def clear(self) -> None:

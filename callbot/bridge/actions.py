@@ -1,4 +1,5 @@
-"""What the call state machine asks the runner to do: its only outputs."""
+"""What the call state machine asks the runner to do: its only outputs. Transport-neutral: each transport's adapter
+(`callbot.acs.adapter`, `callbot.web.adapter`) turns them into its own wire messages."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ from typing import Any
 
 
 @dataclass(slots=True)
-class AcsAudio:
-    """Send PCM to ACS as one AudioData message: whole 20 ms frames, up to the playback chunk (the last frame of an
-    answer zero-padded). Dropped by the runner if `epoch` is stale (a barge-in happened since)."""
+class PlayAudio:
+    """Play bot audio to the caller as one message: whole 20 ms frames in the transport's format, up to the playback
+    chunk (the last frame of an answer padded with silence). Dropped by the runner if `epoch` is stale (a barge-in
+    happened since)."""
 
     pcm: bytes
     epoch: int
 
 
 @dataclass(slots=True)
-class AcsStop:
-    """Send StopAudio to ACS: flush what ACS has buffered of the bot's audio."""
+class StopPlayback:
+    """Stop the bot now: the transport flushes what it has buffered of the bot's audio (ACS StopAudio, the web
+    page's `stop`, Twilio's `clear`)."""
 
 
 @dataclass(slots=True)
@@ -30,4 +33,12 @@ class HangUp:
     reason: str
 
 
-Action = AcsAudio | AcsStop | VlSend | HangUp
+@dataclass(slots=True)
+class Notify:
+    """Something a transport may show the caller (the web page's transcript and speech state); phone transports
+    ignore it."""
+
+    event: dict[str, Any]
+
+
+Action = PlayAudio | StopPlayback | VlSend | HangUp | Notify

@@ -15,15 +15,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from callbot.acs import media
-from callbot.bridge.actions import AcsAudio, AcsStop, Action, HangUp, VlSend
+from callbot.audio.b64 import decode_b64
+from callbot.bridge.actions import Action, HangUp, Notify, PlayAudio, StopPlayback, VlSend
 from callbot.bridge.playback import FRAME_MS, Playback, PlayItem
 from callbot.bridge.state import GOODBYE, CoreConfig, Stats, Turn
 from callbot.voicelive import session as vl
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GOODBYE", "AcsAudio", "AcsStop", "Action", "BridgeCore", "CoreConfig", "HangUp", "Stats", "Turn", "VlSend"]
+__all__ = ["GOODBYE", "Action", "BridgeCore", "CoreConfig", "HangUp", "Notify", "PlayAudio", "Stats", "StopPlayback",
+           "Turn", "VlSend"]
 
 BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active"})
 MAX_RESTORED_TURNS = 40
@@ -37,7 +38,8 @@ class BridgeCore:
     turns: list[Turn] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.playback = Playback(self.cfg.sample_rate, self.cfg.lead_ms, self.cfg.max_queue_ms, self.cfg.chunk_ms)
+        self.playback = Playback(self.cfg.audio or self.cfg.sample_rate, self.cfg.lead_ms, self.cfg.max_queue_ms,
+                                 self.cfg.chunk_ms)
         self.ready = False
         self.greeted = False
         self.started_at: float | None = None
@@ -50,7 +52,6 @@ class BridgeCore:
         self.ending_via: str | None = None
         self.goodbye_response: str | None = None
         self.end_reason = ""
-        self.unknown_kinds: set[str] = set()
         self.pregenerated_ok = True  # False once the service refused a pre-generated assistant message
         self.last_said = ""
         self.personal_level = logging.INFO if self.cfg.log_transcripts else logging.DEBUG
@@ -100,7 +101,7 @@ class BridgeCore:
         frame_bytes = self.playback.frame_bytes
         for chunk in self.playback.release(now):
             self.stats.bot_frames += len(chunk) // frame_bytes
-            actions.append(AcsAudio(chunk, epoch))
+            actions.append(PlayAudio(chunk, epoch))
         self._check_time(now, actions)
         return actions
 
@@ -146,30 +147,17 @@ class BridgeCore:
             actions.append(HangUp(reason))
         return actions
 
-    def acs_message(self, now: float, raw: str | bytes) -> list[Action]:
-        """One message from the ACS media socket. Malformed ones are counted, logged (rate-limited) and skipped."""
-        try:
-            msg = media.parse_media_message(raw)
-        except media.MediaParseError as exc:
-            self.stats.malformed += 1
-            if self.stats.malformed <= 10 or self.stats.malformed % 100 == 0:
-                log.warning("call %s: malformed media message skipped (%s); %d so far",
-                            self.cfg.call_id, exc, self.stats.malformed)
-            return []
-        if isinstance(msg, media.AudioData):
-            return self.caller_audio(now, msg.b64)
-        if isinstance(msg, media.DtmfData):
-            return self.dtmf(now, msg.data)
-        if isinstance(msg, media.AudioMetadata):
-            log.info("call %s: media stream %s %d Hz, %d channel(s)", self.cfg.call_id, msg.encoding,
-                     msg.sample_rate, msg.channels)
-            if msg.sample_rate != self.cfg.sample_rate:
-                log.error("call %s: ACS streams %d Hz but the bridge expects %d Hz (CALLBOT_MEDIA_FORMAT)",
-                          self.cfg.call_id, msg.sample_rate, self.cfg.sample_rate)
-            return []
-        if msg.kind not in self.unknown_kinds and len(self.unknown_kinds) < 32:
-            self.unknown_kinds.add(msg.kind)
-            log.info("call %s: media message kind %r ignored", self.cfg.call_id, msg.kind)
+    def malformed(self, now: float, reason: str) -> list[Action]:
+        """A transport message that cannot be used: counted, logged (rate-limited) and skipped."""
+        self.stats.malformed += 1
+        if self.stats.malformed <= 10 or self.stats.malformed % 100 == 0:
+            log.warning("call %s: malformed %s message skipped (%s); %d so far",
+                        self.cfg.call_id, self.cfg.transport, reason, self.stats.malformed)
+        return []
+
+    def played(self, now: float, ms: float) -> list[Action]:
+        """The transport reports how much bot audio it has played since the last stop (web page, Twilio marks)."""
+        self.playback.played(now, ms)
         return []
 
     def caller_audio(self, now: float, b64: str) -> list[Action]:
@@ -234,9 +222,18 @@ class BridgeCore:
             self._audio_delta(ev)
             return []
         if etype == "input_audio_buffer.speech_started":
-            return self._barge_in(now)
+            actions = self._barge_in(now)
+            if self.cfg.notify:
+                actions.append(Notify({"type": "speech", "state": "started"}))
+            return actions
         if etype == "session.updated":
-            return self.session_ready(now)
+            was_ready = self.ready
+            actions = self.session_ready(now)
+            if self.cfg.notify and not was_ready:
+                actions.append(Notify({"type": "ready"}))
+            return actions
+        if etype == "input_audio_buffer.speech_stopped":
+            return [Notify({"type": "speech", "state": "stopped"})] if self.cfg.notify else []
         if etype == "response.created":
             rid = _str(ev.get("response"), "id")
             if rid:
@@ -259,6 +256,8 @@ class BridgeCore:
             if text:
                 self.turns.append(Turn("caller", text))
                 log.log(self.personal_level, "call %s: caller: %s", self.cfg.call_id, text)
+                if self.cfg.notify:
+                    return [Notify({"type": "transcript", "role": "caller", "text": text, "interrupted": False})]
         elif etype == "response.audio_transcript.done":
             text = str(ev.get("transcript") or "").strip()
             if text:
@@ -266,6 +265,8 @@ class BridgeCore:
                 self.turns.append(Turn("bot", text, interrupted))
                 log.log(self.personal_level, "call %s: bot%s: %s", self.cfg.call_id,
                         " (interrupted)" if interrupted else "", text)
+                if self.cfg.notify:
+                    return [Notify({"type": "transcript", "role": "bot", "text": text, "interrupted": interrupted})]
         elif etype == "error":
             return self._error(ev)
         return []
@@ -279,7 +280,7 @@ class BridgeCore:
         if not isinstance(delta, str) or not isinstance(item_id, str) or not isinstance(rid, str):
             return
         try:
-            pcm = media.decode_b64(delta)
+            pcm = decode_b64(delta)
         except ValueError:  # binascii.Error, or text that is not ASCII
             log.warning("call %s: undecodable audio delta skipped", self.cfg.call_id)
             return
@@ -323,7 +324,7 @@ class BridgeCore:
         was_playing, heard, responses = self.playback.interrupt(now)
         actions: list[Action] = []
         if was_playing:
-            actions.append(AcsStop())
+            actions.append(StopPlayback())
             self.stats.stop_audio += 1
         if self.active_response is not None:
             self.cancelled[self.active_response] = None

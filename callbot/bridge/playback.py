@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from callbot.audio.formats import FRAME_MS, Audio
 from callbot.audio.framing import Framer
 
-FRAME_MS = 20
+__all__ = ["FRAME_MS", "Heard", "Playback", "PlayItem"]
 
 
 @dataclass(slots=True)
@@ -30,6 +31,7 @@ class PlayItem:
     received_ms: float = 0.0
     sent_ms: float = 0.0
     end_at: float = 0.0  # scheduled end of its last released frame
+    stream_start_ms: float = 0.0  # where its first frame sits in the audio released since the last interruption
     done: bool = False  # the model has sent all of its audio (response.audio.done / response.done)
     settled: bool = False  # truncated, from a lost session, or local audio: never truncated
 
@@ -43,9 +45,11 @@ class Heard:
 
 
 class Playback:
-    def __init__(self, sample_rate: int, lead_ms: int, max_queue_ms: int, chunk_ms: int = FRAME_MS) -> None:
-        self.bytes_per_ms = sample_rate * 2 / 1000
-        self.frame_bytes = int(self.bytes_per_ms * FRAME_MS)
+    def __init__(self, sample_rate: Audio | int, lead_ms: int, max_queue_ms: int, chunk_ms: int = FRAME_MS) -> None:
+        audio = Audio(sample_rate, "pcm16") if isinstance(sample_rate, int) else sample_rate  # a rate: 16-bit PCM
+        self.audio = audio
+        self.bytes_per_ms = audio.bytes_per_ms
+        self.frame_bytes = audio.frame_bytes()
         self.frame_s = FRAME_MS / 1000
         self.lead_s = lead_ms / 1000
         self.chunk_frames = max(1, min(chunk_ms, lead_ms) // FRAME_MS)
@@ -56,7 +60,11 @@ class Playback:
         self.play_cursor = 0.0
         self.queue: deque[tuple[PlayItem, bytes]] = deque()
         self.items: dict[str, PlayItem] = {}
-        self.framer = Framer(self.frame_bytes)
+        self.framer = Framer(self.frame_bytes, audio.silence_byte)
+        # what the transport says it has played since the last interruption (None: it cannot tell; pacing decides)
+        self.reported_ms: float | None = None
+        self.reported_at = 0.0
+        self.stream_ms = 0.0  # audio released since the last interruption: where each item starts in that stream
         self.framer_item: PlayItem | None = None
         self.dropped = 0
 
@@ -148,11 +156,21 @@ class Playback:
             for _ in range(count):
                 item, frame = queue.popleft()
                 self.play_cursor += self.frame_s
-                item.sent_ms += len(frame) / self.bytes_per_ms
+                if not item.sent_ms:
+                    item.stream_start_ms = self.stream_ms
+                frame_ms = len(frame) / self.bytes_per_ms
+                self.stream_ms += frame_ms
+                item.sent_ms += frame_ms
                 item.end_at = self.play_cursor
                 frames.append(frame)
             chunks.append(frames[0] if count == 1 else b"".join(frames))
         return chunks
+
+    def played(self, now: float, ms: float) -> None:
+        """The transport's own word on what it has played since the last interruption (the web page's playback
+        clock; Twilio's marks): an upper bound that refines the pacing estimate when the player ran late."""
+        self.reported_ms = ms
+        self.reported_at = now
 
     def interrupt(self, now: float) -> tuple[bool, list[Heard], set[str]]:
         """Stop at once: drop everything queued. Returns whether audio was playing (StopAudio needed), the items
@@ -171,13 +189,21 @@ class Playback:
             item.settled = True
             responses.add(item.response_id)
             unplayed_ms = max(0.0, (item.end_at - now) * 1000) if item.sent_ms else 0.0
+            heard_ms = max(0.0, item.sent_ms - unplayed_ms)
+            if self.reported_ms is not None and item.sent_ms:
+                # played by the transport's report, plus at most the time since it was made
+                reported = self.reported_ms + max(0.0, now - self.reported_at) * 1000 - item.stream_start_ms
+                heard_ms = min(heard_ms, max(0.0, reported))
             # whole ms, floored (never more than was heard); the epsilon absorbs float error of frame sums
-            end_ms = int(min(max(0.0, item.sent_ms - unplayed_ms), item.received_ms) + 1e-6)
+            end_ms = int(min(heard_ms, item.received_ms) + 1e-6)
             # an item still being generated is truncated even when all it delivered was heard: the service may
             # hold more of it than reached callbot
             if end_ms > 0 and (end_ms < int(item.received_ms + 1e-6) or not item.done):
                 heard.append(Heard(item, end_ms))
         self.play_cursor = min(self.play_cursor, now)
+        self.stream_ms = 0.0
+        if self.reported_ms is not None:
+            self.reported_ms, self.reported_at = 0.0, now  # the transport restarts its count at the stop
         return was_playing, heard, responses
 
     def settle_all(self) -> None:

@@ -16,8 +16,9 @@ from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from callbot.acs import media
-from callbot.bridge.core import AcsAudio, AcsStop, Action, BridgeCore, CoreConfig, HangUp, VlSend
+from callbot.audio.formats import MEDIA_FORMATS
+from callbot.bridge.core import Action, BridgeCore, CoreConfig, HangUp, Notify, PlayAudio, StopPlayback, VlSend
+from callbot.bridge.transport import CallerLeft, Transport, dispatch
 from callbot.config import Settings
 from callbot.voicelive.connection import (
     SendError,
@@ -38,7 +39,7 @@ class WireTap(Protocol):
     """Sees every message at the call's wire boundaries (the call recorder implements it)."""
 
     def acs_in(self, raw: str | bytes) -> None: ...
-    def acs_out(self, text: str) -> None: ...
+    def acs_out(self, raw: str | bytes) -> None: ...
     def vl_out(self, event: dict[str, Any]) -> None: ...
     def vl_in(self, event: dict[str, Any]) -> None: ...
     def voicelive_closed(self, unsent_audio: list[str]) -> None: ...
@@ -96,6 +97,7 @@ class CallBridge:
         apology: bytes = b"",
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.call_id = call_id
         self.settings = settings
@@ -103,7 +105,14 @@ class CallBridge:
         self.on_hang_up = on_hang_up
         self.tap = tap
         self.apology = apology
-        self.core = BridgeCore(CoreConfig.from_settings(call_id, settings))
+        if transport is None:
+            from callbot.acs.adapter import AcsTransport
+
+            transport = AcsTransport(call_id, MEDIA_FORMATS[settings.callbot_media_format])
+        self.transport = transport
+        self.core = BridgeCore(CoreConfig.from_settings(call_id, settings, transport.media, transport.name,
+                                                        transport.notify))
+        self.notices: deque[str | bytes] = deque()  # Notify messages for the caller's side, sent by the playout
         self.loop = asyncio.get_running_loop()
         self._clock = clock if clock is not None else self.loop.time  # injectable for tests, like JwtVerifier's
         self._sleep = sleep if sleep is not None else asyncio.sleep
@@ -188,9 +197,14 @@ class CallBridge:
                 if self.tap is not None:
                     self.tap.vl_out(action.event)
                 self.outbox.put(action.event)
-            elif isinstance(action, AcsStop):
+            elif isinstance(action, StopPlayback):
                 self.stop_pending = True
                 self.wake.set()
+            elif isinstance(action, Notify):
+                message = self.transport.notify_message(action.event)
+                if message is not None:
+                    self.notices.append(message)
+                    self.wake.set()
             elif isinstance(action, HangUp):
                 self.end_reason = action.reason
                 hang_up = True
@@ -211,9 +225,11 @@ class CallBridge:
     async def _media(self) -> None:
         await self.media_attached.wait()
         assert self.ws is not None
-        await self._acs_reader(self.ws)
+        await self._reader(self.ws)
 
-    async def _acs_reader(self, ws: WebSocket) -> None:
+    async def _reader(self, ws: WebSocket) -> None:
+        """The caller's side: each message parsed by the transport adapter and fed to the core."""
+        parse, core = self.transport.parse, self.core
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -223,16 +239,24 @@ class CallBridge:
                 raw = message.get("bytes") or b""
             if self.tap is not None:
                 self.tap.acs_in(raw)
-            actions = self.core.acs_message(self.now(), raw)
+            msg = parse(raw)
+            if msg is None:
+                continue
+            if isinstance(msg, CallerLeft):
+                raise _CallOver("caller_hung_up")
+            actions = dispatch(core, self.now(), msg)
             if actions:
                 await self._execute(actions)
 
-    async def _send_acs(self, text: str) -> None:
+    async def _send(self, raw: str | bytes) -> None:
         assert self.ws is not None
         if self.tap is not None:
-            self.tap.acs_out(text)
+            self.tap.acs_out(raw)
         try:
-            await self.ws.send_text(text)
+            if isinstance(raw, str):
+                await self.ws.send_text(raw)
+            else:
+                await self.ws.send_bytes(raw)
         except (WebSocketDisconnect, RuntimeError, OSError):
             raise _CallOver("caller_hung_up") from None
 
@@ -240,18 +264,19 @@ class CallBridge:
         """The playout's actions: bot frames, and the goodbye or hang-up of an ending call. A barge-in during one of
         these awaits bumps the epoch: the frames after it are dropped and StopAudio goes out next. A stalled ACS
         socket blocks only this task; the model's events go on and bot audio waits in the core's bounded queue."""
+        transport = self.transport
         for action in actions:
             if self.stop_pending:
                 self.stop_pending = False
-                await self._send_acs(media.STOP_AUDIO)
-            if isinstance(action, AcsAudio):
+                await self._send(transport.stop_message())
+            if isinstance(action, PlayAudio):
                 if action.epoch == self.core.epoch:
-                    await self._send_acs(media.encode_audio_bytes(action.pcm))
+                    await self._send(transport.audio_message(action.pcm))
             elif self._execute_now([action]):
                 await self._hang_up(self.end_reason)
         if self.stop_pending:
             self.stop_pending = False
-            await self._send_acs(media.STOP_AUDIO)
+            await self._send(transport.stop_message())
 
     # -- Voice Live --------------------------------------------------------------------------------------------
 
@@ -346,12 +371,14 @@ class CallBridge:
         while True:
             if self.stop_pending and self.ws is not None:
                 self.stop_pending = False
-                await self._send_acs(media.STOP_AUDIO)
+                await self._send(self.transport.stop_message())
+            while self.notices and self.ws is not None:
+                await self._send(self.notices.popleft())
             actions = core.tick(self.now())
             if actions:
                 await self._send_frames(actions)
             deadline = core.next_deadline()
-            if self.stop_pending and self.ws is not None:
+            if (self.stop_pending or self.notices) and self.ws is not None:
                 continue
             self.wake.clear()
             handle = self.loop.call_later(deadline - self.now(), self.wake.set) if deadline is not None else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from callbot.audio.formats import MEDIA_FORMATS, Audio, MediaFormat
 from callbot.config import Settings
 from callbot.voicelive import session as vl
 
@@ -39,6 +40,9 @@ class Stats:
 class CoreConfig:
     call_id: str
     sample_rate: int = 24000
+    audio: Audio | None = None  # the transport's audio (None: 16-bit PCM at sample_rate)
+    transport: str = "acs"
+    notify: bool = False  # emit Notify actions (transcripts, speech state) for transports that show them
     lead_ms: int = 120
     chunk_ms: int = 20
     preconnect_buffer_ms: int = 10000
@@ -51,15 +55,21 @@ class CoreConfig:
     session: dict[str, Any] = field(default_factory=dict)  # the `session` of session.update
 
     @classmethod
-    def from_settings(cls, call_id: str, settings: Settings) -> CoreConfig:
+    def from_settings(cls, call_id: str, settings: Settings, media: MediaFormat | None = None,
+                      transport: str = "acs", notify: bool = False) -> CoreConfig:
+        """`media`: the format the call's transport carries (default: `CALLBOT_MEDIA_FORMAT`, ACS's)."""
+        media = media or MEDIA_FORMATS[settings.callbot_media_format]
         return cls(
             call_id=call_id,
-            sample_rate=settings.media_sample_rate,
+            sample_rate=media.sample_rate,
+            audio=media.audio,
+            transport=transport,
+            notify=notify,
             lead_ms=settings.callbot_playback_lead_ms,
             chunk_ms=settings.callbot_playback_chunk_ms,
             preconnect_buffer_ms=settings.callbot_preconnect_buffer_ms,
             greeting=settings.callbot_greeting,
             max_call_seconds=settings.callbot_max_call_seconds,
             log_transcripts=settings.callbot_log_transcripts,
-            session=vl.build_session(settings),
+            session=vl.build_session(settings, media),
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from callbot.audio.formats import MEDIA_FORMATS
+from callbot.audio.formats import MEDIA_FORMATS, MediaFormat
 from callbot.config import Settings
 from callbot.voicelive.voices import voice_config
 
@@ -31,9 +31,9 @@ def turn_detection_config(settings: Settings) -> dict[str, Any]:
     return td
 
 
-def build_session(settings: Settings) -> dict[str, Any]:
-    """The `session` object of `session.update`."""
-    media = MEDIA_FORMATS[settings.callbot_media_format]
+def build_session(settings: Settings, media: MediaFormat | None = None) -> dict[str, Any]:
+    """The `session` object of `session.update`, for a transport carrying `media` (default: ACS's format)."""
+    media = media or MEDIA_FORMATS[settings.callbot_media_format]
     session: dict[str, Any] = {
         "modalities": ["text", "audio"],
         "instructions": settings.instructions(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from callbot.bridge.core import AcsAudio, AcsStop, BridgeCore, CoreConfig, HangUp, VlSend
+from callbot.bridge.core import BridgeCore, CoreConfig, HangUp, PlayAudio, StopPlayback, VlSend
 
 RATE = 24000
 FRAME = 960  # 20 ms at 24 kHz, 16-bit mono
@@ -35,8 +35,8 @@ def delta(core: BridgeCore, now: float, ms: int, rid: str = "resp_1", item: str 
                             "content_index": 0, "delta": base64.b64encode(pcm).decode()})
 
 
-def sent_frames(actions: list[Any]) -> list[AcsAudio]:
-    return [a for a in actions if isinstance(a, AcsAudio)]
+def sent_frames(actions: list[Any]) -> list[PlayAudio]:
+    return [a for a in actions if isinstance(a, PlayAudio)]
 
 
 def vl_events(actions: list[Any]) -> list[dict[str, Any]]:
@@ -86,7 +86,7 @@ def test_model_audio_is_reframed_into_20ms_frames_and_paced_with_bounded_lead() 
     start_response(core, 0.0)
     delta(core, 0.0, 1000)  # one second of audio arrives at once
     timeline = run_clock(core, 0.0, 2.0)
-    frames = [(t, a) for t, a in timeline if isinstance(a, AcsAudio)]
+    frames = [(t, a) for t, a in timeline if isinstance(a, PlayAudio)]
     assert len(frames) == 50
     assert all(len(a.pcm) == FRAME for _, a in frames)
     # at most `lead` of audio is ever released ahead of real time
@@ -103,7 +103,7 @@ def test_bot_audio_is_released_a_chunk_per_message_within_the_lead_and_wakes_onc
     start_response(core, 0.0)
     delta(core, 0.0, 1000)
     timeline = run_clock(core, 0.0, 2.0)
-    chunks = [(t, a) for t, a in timeline if isinstance(a, AcsAudio)]
+    chunks = [(t, a) for t, a in timeline if isinstance(a, PlayAudio)]
     assert all(len(a.pcm) == 2 * FRAME for _, a in chunks[:-1]) and len(chunks) == 25
     assert b"".join(a.pcm for _, a in chunks) == bytes([1]) * 48000
     released = 0.0
@@ -161,7 +161,7 @@ def test_caller_speech_during_playback_stops_audio_cancels_and_truncates_to_what
     delta(core, 0.0, 2000)
     run_clock(core, 0.0, 0.5)
     actions = core.server_event(0.5, {"type": "input_audio_buffer.speech_started", "audio_start_ms": 400})
-    assert isinstance(actions[0], AcsStop), "StopAudio goes to ACS first"
+    assert isinstance(actions[0], StopPlayback), "StopAudio goes to ACS first"
     events = vl_events(actions)
     assert [e["type"] for e in events] == ["response.cancel", "conversation.item.truncate"]
     truncate = events[1]
@@ -199,7 +199,7 @@ def test_barge_in_before_any_audio_played_cancels_without_truncate() -> None:
     ready(core)
     start_response(core, 0.0)
     actions = core.server_event(0.1, {"type": "input_audio_buffer.speech_started"})
-    assert not any(isinstance(a, AcsStop) for a in actions)
+    assert not any(isinstance(a, StopPlayback) for a in actions)
     assert [e["type"] for e in vl_events(actions)] == ["response.cancel"]
 
 
@@ -226,7 +226,7 @@ def test_audio_after_completed_response_still_plays_and_barge_in_sends_no_cancel
     core.server_event(0.0, {"type": "response.done", "response": {"id": "resp_1", "status": "completed"}})
     run_clock(core, 0.0, 0.4)
     actions = core.server_event(0.4, {"type": "input_audio_buffer.speech_started"})
-    assert isinstance(actions[0], AcsStop)
+    assert isinstance(actions[0], StopPlayback)
     assert [e["type"] for e in vl_events(actions)] == ["conversation.item.truncate"]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from callbot.bridge.core import MAX_RESTORED_CHARS, MAX_RESTORED_TURNS, AcsAudio, BridgeCore, CoreConfig, HangUp, Turn
+from callbot.bridge.core import MAX_RESTORED_CHARS, MAX_RESTORED_TURNS, BridgeCore, CoreConfig, HangUp, PlayAudio, Turn
 from tests.bridge.test_core import delta, make_core, ready, run_clock, start_response, vl_events
 
 BYTES_PER_MS = 48
@@ -108,7 +108,7 @@ def test_a_barge_in_during_the_goodbye_does_not_stop_it_and_the_call_hangs_up_af
     before = run_clock(core, 10.1, 10.5)
     assert speech_started(core, 10.5) == [], "no StopAudio, cancel or truncate while saying goodbye"
     timeline = run_clock(core, 10.5, 12.0)
-    frames = sum(len(a.pcm) // 960 for _, a in before + timeline if isinstance(a, AcsAudio))
+    frames = sum(len(a.pcm) // 960 for _, a in before + timeline if isinstance(a, PlayAudio))
     hangups = [t for t, a in timeline if isinstance(a, HangUp)]
     assert frames == 50, "all of the goodbye played"
     assert hangups and hangups[0] >= 11.1 - 0.01
@@ -157,7 +157,7 @@ def test_truncation_is_what_the_caller_heard_at_every_lead_and_delivery(lead_ms:
         while pending and pending[0][0] <= t + 1e-9:
             delta(core, t, pending.pop(0)[1])
         for action in core.tick(t):
-            if isinstance(action, AcsAudio):
+            if isinstance(action, PlayAudio):
                 player.receive(t, action.pcm)
         t = round(t + 0.001, 6)
     [truncate] = truncates(speech_started(core, t))
@@ -203,7 +203,7 @@ def test_model_audio_is_decoded_from_base64_into_the_play_queue() -> None:
     pcm = bytes(range(256)) * 15  # 3840 bytes: four 20 ms frames
     core.server_event(0.0, {"type": "response.audio.delta", "response_id": "resp_1", "item_id": "item_1",
                             "delta": base64.b64encode(pcm).decode()})
-    out = b"".join(a.pcm for _, a in run_clock(core, 0.0, 0.2) if isinstance(a, AcsAudio))
+    out = b"".join(a.pcm for _, a in run_clock(core, 0.0, 0.2) if isinstance(a, PlayAudio))
     assert out == pcm
 
 
@@ -230,6 +230,6 @@ def test_an_apology_before_the_media_socket_is_attached_waits_for_it_then_plays_
     assert core.tick(0.5) == [], "no hang-up while the apology waits for the caller's line"
     core.media_started(1.0)
     timeline = run_clock(core, 1.0, 1.5)
-    frames = sum(len(a.pcm) // 960 for _, a in timeline if isinstance(a, AcsAudio))
+    frames = sum(len(a.pcm) // 960 for _, a in timeline if isinstance(a, PlayAudio))
     hangups = [t for t, a in timeline if isinstance(a, HangUp)]
     assert frames == 10 and hangups and hangups[0] >= 1.2 - 0.01
