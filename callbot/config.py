@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     callbot_log_transcripts: bool = False  # caller/bot transcripts and key presses at INFO (personal data)
 
+    # The web phone (talk to the agent from a browser at /phone)
+    callbot_web_phone: bool | None = None  # unset: on in local development mode, else off
+    callbot_web_phone_key: SecretStr | None = None  # required outside local development mode
+
     # Security
     callbot_signing_key: SecretStr | None = None
     callbot_webhook_secret: SecretStr | None = None
@@ -122,7 +126,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("azure_voicelive_api_key", "acs_connection_string", "callbot_signing_key",
-                     "callbot_webhook_secret", mode="before")
+                     "callbot_webhook_secret", "callbot_web_phone_key", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -184,6 +188,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _web_phone_needs_a_key(self) -> Settings:
+        if self.callbot_web_phone and self.callbot_web_phone_key is None and not self.local_development:
+            raise ValueError("CALLBOT_WEB_PHONE=on needs CALLBOT_WEB_PHONE_KEY outside local development mode")
+        key = self.callbot_web_phone_key
+        if key is not None and len(key.get_secret_value()) < 12:
+            raise ValueError("CALLBOT_WEB_PHONE_KEY must be at least 12 characters")
+        return self
+
+    @model_validator(mode="after")
     def _chunk_fits_lead(self) -> Settings:
         # ACS's buffer runs between lead - chunk and lead: at most half the lead per chunk keeps half of it as margin
         # against network jitter (a 20 ms chunk is always allowed)
@@ -197,6 +210,22 @@ class Settings(BaseSettings):
     def offline(self) -> bool:
         """No Voice Live endpoint: the built-in offline stand-in is used."""
         return self.azure_voicelive_endpoint is None
+
+    @property
+    def local_development(self) -> bool:
+        """No ACS, or an ACS on this machine (the phone simulator's stand-in): nothing real can call in."""
+        if self.acs_endpoint is not None:
+            return _is_loopback(self.acs_endpoint)
+        if self.acs_connection_string is None:
+            return True
+        fields = dict(part.partition("=")[::2] for part in self.acs_connection_string.get_secret_value().split(";"))
+        endpoint = next((v for k, v in fields.items() if k.strip().lower() == "endpoint"), "")
+        return _is_loopback(endpoint)
+
+    @property
+    def web_phone(self) -> bool:
+        """The web phone is served: CALLBOT_WEB_PHONE, or unset in local development mode."""
+        return self.callbot_web_phone if self.callbot_web_phone is not None else self.local_development
 
     @property
     def media_sample_rate(self) -> int:
@@ -221,6 +250,14 @@ class Settings(BaseSettings):
             else:
                 out[name] = value
         return out
+
+
+def _is_loopback(url: str) -> bool:
+    try:
+        host = urlsplit(url.strip()).hostname or ""
+    except ValueError:
+        return False
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def load_settings(**overrides: Any) -> Settings:

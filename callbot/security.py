@@ -49,8 +49,8 @@ __all__ = [
     "entra_issuers",
 ]
 
-Purpose = Literal["callback", "media"]
-PURPOSES: frozenset[str] = frozenset({"callback", "media"})
+Purpose = Literal["callback", "media", "web"]
+PURPOSES: frozenset[str] = frozenset({"callback", "media", "web"})
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _DOMAIN = b"callbot-url-token/v1"
