@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 import orjson
 from starlette.applications import Starlette
@@ -22,14 +20,13 @@ from callbot.acs import events
 from callbot.acs.auth import TokenRejected
 from callbot.calls import Call
 from callbot.config import Settings
+from callbot.logs import install_log_redaction
 from callbot.security import check_webhook_secret
 from callbot.services import Services
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-CALLBACK_TOKEN_TTL_S = 24 * 3600.0
-MEDIA_TOKEN_TTL_S = 120.0
 MEDIA_MAX_MESSAGE_BYTES = 2 * 1024 * 1024  # as uvicorn's ws_max_size in `callbot serve`; larger: close 1009
 MEDIA_MESSAGES_PER_S = 200.0  # ACS sends 50 per second
 MEDIA_MESSAGE_BURST = 200.0  # token bucket: a sustained excess over ~1 s closes the socket with 1008
@@ -270,45 +267,8 @@ async def metrics(request: Request) -> Response:
     return PlainTextResponse(_services(request).metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-class RedactSecrets(logging.Filter):
-    """Masks credentials in the server's log records.
-
-    uvicorn logs request and WebSocket paths with their query string (`"WebSocket /ws/media/...?token=..."
-    [accepted]` at INFO, the access log when enabled), and at DEBUG the WebSocket library logs every handshake
-    header (`< authorization: Bearer ...`). Query values of `token`/`secret` and authorization values are masked.
-    """
-
-    _QUERY = re.compile(r"([?&](?:token|secret|sig|code)=)[^&\s\"']+", re.IGNORECASE)
-    _CREDENTIAL = re.compile(r"(?i)^\s*(bearer|basic|hmac-sha256)\s")
-    _HEADERS = frozenset({"authorization", "api-key", "cookie", "set-cookie", "x-api-key"})
-
-    def _clean(self, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        if self._CREDENTIAL.match(value):
-            return "<redacted>"
-        return self._QUERY.sub(r"\1<redacted>", value)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = self._QUERY.sub(r"\1<redacted>", record.msg)
-        if isinstance(record.args, tuple) and record.args:
-            args = [self._clean(a) for a in record.args]
-            if len(args) == 2 and isinstance(args[0], str) and args[0].strip().lower() in self._HEADERS:
-                args[1] = "<redacted>"
-            record.args = tuple(args)
-        return True
-
-
-def _install_log_redaction() -> None:
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "websockets", "websockets.server"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
-            logger.addFilter(RedactSecrets())
-
-
 def create_app(settings: Settings) -> Starlette:
-    _install_log_redaction()
+    install_log_redaction()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -332,14 +292,3 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         exception_handlers={500: on_error},
     )
-
-
-def public_urls(public_url: str, call_id: str, callback_token: str, media_token: str) -> tuple[str, str]:
-    """The callback URL and the media transport URL (`wss://`, or `ws://` for an `http://` public URL)."""
-    public_url = public_url.rstrip("/")
-    parts = urlsplit(public_url)
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    base_path = parts.path
-    callback_url = f"{public_url}/api/callbacks/{call_id}?token={quote(callback_token, safe='')}"
-    transport_url = f"{scheme}://{parts.netloc}{base_path}/ws/media/{call_id}?token={quote(media_token, safe='')}"
-    return callback_url, transport_url
