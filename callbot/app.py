@@ -1,4 +1,12 @@
-"""HTTP and WebSocket routes. Call logic lives in `calls`, `bridge` and `acs`; this module only routes and guards."""
+"""HTTP and WebSocket routes (FastAPI). Call logic lives in `calls`, `bridge` and `acs`; this module only routes and
+guards.
+
+The webhook and the callbacks take the bare request: they read their query and headers from it and stream their body
+themselves, capped at 1 MiB before any parsing. FastAPI validates nothing on them, so every reply is callbot's own
+(never an automatic 422); routing errors (404, 405) keep Starlette's plain-text bodies. The media socket is a raw
+ASGI route, so that its guard sees every ASGI message first. With `CALLBOT_API_DOCS` on (the default in local
+development mode), `/docs` and `/openapi.json` describe the HTTP routes (`callbot.api_docs`); off, both are 404.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +17,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from starlette.applications import Starlette
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from callbot.acs import events
 from callbot.acs.auth import TokenRejected
+from callbot.api_docs import APP_DOC, CALLBACK_DOC, HEALTHZ_DOC, INCOMING_CALL_DOC, METRICS_DOC, READYZ_DOC
 from callbot.calls import Call
 from callbot.config import Settings
 from callbot.logs import install_log_redaction
@@ -200,7 +210,7 @@ class _MediaGuard:
 
 
 async def media(scope: Scope, receive: Receive, send: Send) -> None:
-    app: Starlette = scope["app"]
+    app: FastAPI = scope["app"]
     svc: Services = app.state.services
     call_id = str(scope.get("path_params", {}).get("call_id", ""))
     guard = _MediaGuard(receive, send, svc, call_id)
@@ -267,11 +277,20 @@ async def metrics(request: Request) -> Response:
     return PlainTextResponse(_services(request).metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-def create_app(settings: Settings) -> Starlette:
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own reply to routing errors (404 unknown path, 405 wrong method): plain text, not FastAPI's
+    JSON, so that every route and refusal answers exactly as before the move to FastAPI."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+
+
+def create_app(settings: Settings) -> FastAPI:
     install_log_redaction()
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with Services(settings) as services:
             app.state.services = services
             yield
@@ -280,15 +299,21 @@ def create_app(settings: Settings) -> Starlette:
         log.error("unhandled error on %s", request.url.path, exc_info=exc)
         return JSONResponse({"error": "internal error"}, status_code=500)
 
-    return Starlette(
-        routes=[
-            Route("/api/incoming-call", incoming_call, methods=["POST"]),
-            Route("/api/callbacks/{call_id}", callback, methods=["POST"]),
-            WebSocketRoute("/ws/media/{call_id}", MediaEndpoint()),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-        ],
+    docs = settings.api_docs
+    app = FastAPI(
+        **APP_DOC,
+        openapi_url="/openapi.json" if docs else None,  # None: neither the schema nor the docs exist (404)
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
         lifespan=lifespan,
-        exception_handlers={500: on_error},
+        exception_handlers={500: on_error, HTTPException: _http_error},
+        routes=[WebSocketRoute("/ws/media/{call_id}", MediaEndpoint())],
     )
+    app.add_api_route("/api/incoming-call", incoming_call, methods=["POST"], **INCOMING_CALL_DOC)
+    app.add_api_route("/api/callbacks/{call_id}", callback, methods=["POST"], **CALLBACK_DOC)
+    for path, endpoint, doc in (("/healthz", healthz, HEALTHZ_DOC), ("/readyz", readyz, READYZ_DOC),
+                                ("/metrics", metrics, METRICS_DOC)):
+        app.add_api_route(path, endpoint, methods=["GET"], **doc)
+        # HEAD too, as Starlette's GET routes answer it (some probes use it); one operation in the docs
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+    return app

@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     callbot_max_concurrent_calls: int = Field(100, ge=1)
     callbot_drain_seconds: float = Field(30.0, ge=0)
     log_level: str = "INFO"
+    callbot_api_docs: Literal["on", "off"] | None = None  # unset: on in local development mode (`serve_overrides`)
 
     # Security
     callbot_signing_key: SecretStr | None = None
@@ -128,6 +129,14 @@ class Settings(BaseSettings):
                     else "server_echo_cancellation")
         return value.strip()
 
+    @field_validator("callbot_api_docs", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return value or None
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -156,6 +165,11 @@ class Settings(BaseSettings):
     def offline(self) -> bool:
         """No Voice Live endpoint: the built-in offline stand-in is used."""
         return self.azure_voicelive_endpoint is None
+
+    @property
+    def api_docs(self) -> bool:
+        """OpenAPI docs at `/docs` and `/openapi.json`: only when `CALLBOT_API_DOCS` is on."""
+        return self.callbot_api_docs == "on"
 
     @property
     def media_sample_rate(self) -> int:
