@@ -3,9 +3,10 @@ guards.
 
 The webhook and the callbacks take the bare request: they read their query and headers from it and stream their body
 themselves, capped at 1 MiB before any parsing. FastAPI validates nothing on them, so every reply is callbot's own
-(never an automatic 422); routing errors (404, 405) keep Starlette's plain-text bodies. The media socket is a raw
-ASGI route, so that its guard sees every ASGI message first. With `CALLBOT_API_DOCS` on (the default in local
-development mode), `/docs` and `/openapi.json` describe the HTTP routes (`callbot.api_docs`); off, both are 404.
+(never an automatic 422); routing errors (404, 405) keep Starlette's plain-text bodies. The media socket is a FastAPI
+WebSocket route whose ASGI receive and send pass through its guard (`MediaSocketRoute`). With `CALLBOT_API_DOCS` on
+(the default in local development mode), `/docs` and `/openapi.json` describe the HTTP routes (`callbot.api_docs`);
+off, both are 404.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.routing import APIWebSocketRoute
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -44,6 +45,7 @@ MEDIA_EXTRA_SOCKETS = 10  # open media sockets (handshakes included) allowed bey
 WS_POLICY_VIOLATION = 1008
 WS_MESSAGE_TOO_BIG = 1009
 WS_TRY_AGAIN_LATER = 1013
+MEDIA_GUARD_SCOPE_KEY = "callbot.media_guard"
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -209,12 +211,24 @@ class _MediaGuard:
         return {"type": "websocket.disconnect", "code": code}
 
 
-async def media(scope: Scope, receive: Receive, send: Send) -> None:
-    app: FastAPI = scope["app"]
-    svc: Services = app.state.services
-    call_id = str(scope.get("path_params", {}).get("call_id", ""))
-    guard = _MediaGuard(receive, send, svc, call_id)
-    ws = WebSocket(scope, guard.receive, guard.send)
+class MediaSocketRoute(APIWebSocketRoute):
+    """A FastAPI WebSocket route whose socket's ASGI receive and send go through a `_MediaGuard`, so that the guard
+    sees every message before Starlette's WebSocket does. The endpoint gets the guard as a dependency."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services: Services = scope["app"].state.services
+        guard = _MediaGuard(receive, send, services, str(scope.get("path_params", {}).get("call_id", "")))
+        scope[MEDIA_GUARD_SCOPE_KEY] = guard
+        await super().handle(scope, guard.receive, guard.send)
+
+
+def _media_guard(websocket: WebSocket) -> _MediaGuard:
+    guard: _MediaGuard = websocket.scope[MEDIA_GUARD_SCOPE_KEY]
+    return guard
+
+
+async def media(ws: WebSocket, call_id: str, guard: Annotated[_MediaGuard, Depends(_media_guard)]) -> None:
+    svc = guard.svc
     svc.sockets += 1
     try:
         call: Call | None = None
@@ -250,13 +264,6 @@ async def media(scope: Scope, receive: Receive, send: Send) -> None:
             await svc.hang_up(call, f"media closed ({guard.violation})")
     finally:
         svc.sockets -= 1
-
-
-class MediaEndpoint:
-    """`media` as a raw ASGI endpoint, so that the socket's receive and send can be guarded."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await media(scope, receive, send)
 
 
 # -- health --------------------------------------------------------------------------------------------------
@@ -307,7 +314,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
         exception_handlers={500: on_error, HTTPException: _http_error},
-        routes=[WebSocketRoute("/ws/media/{call_id}", MediaEndpoint())],
+        routes=[MediaSocketRoute("/ws/media/{call_id}", media)],
     )
     app.add_api_route("/api/incoming-call", incoming_call, methods=["POST"], **INCOMING_CALL_DOC)
     app.add_api_route("/api/callbacks/{call_id}", callback, methods=["POST"], **CALLBACK_DOC)
