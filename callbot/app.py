@@ -1,35 +1,43 @@
-"""HTTP and WebSocket routes. Call logic lives in `calls`, `bridge` and `acs`; this module only routes and guards."""
+"""HTTP and WebSocket routes (FastAPI). Call logic lives in `calls`, `bridge` and `acs`; this module only routes and
+guards.
+
+The webhook and the callbacks take the bare request: they read their query and headers from it and stream their body
+themselves, capped at 1 MiB before any parsing. FastAPI validates nothing on them, so every reply is callbot's own
+(never an automatic 422); routing errors (404, 405) keep Starlette's plain-text bodies. The media socket is a FastAPI
+WebSocket route whose ASGI receive and send pass through its guard (`MediaSocketRoute`). With `CALLBOT_API_DOCS` on
+(the default in local development mode), `/docs` and `/openapi.json` describe the HTTP routes (`callbot.api_docs`);
+off, both are 404.
+"""
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
-from urllib.parse import quote, urlsplit
+from typing import Annotated, Any
 
 import orjson
-from starlette.applications import Starlette
+from fastapi import Depends, FastAPI
+from fastapi.routing import APIWebSocketRoute
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from callbot.acs import events
 from callbot.acs.auth import TokenRejected
+from callbot.api_docs import APP_DOC, CALLBACK_DOC, HEALTHZ_DOC, INCOMING_CALL_DOC, METRICS_DOC, READYZ_DOC
 from callbot.calls import Call
 from callbot.config import Settings
+from callbot.logs import install_log_redaction
 from callbot.security import check_webhook_secret
 from callbot.services import Services
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-CALLBACK_TOKEN_TTL_S = 24 * 3600.0
-MEDIA_TOKEN_TTL_S = 120.0
 MEDIA_MAX_MESSAGE_BYTES = 2 * 1024 * 1024  # as uvicorn's ws_max_size in `callbot serve`; larger: close 1009
 MEDIA_MESSAGES_PER_S = 200.0  # ACS sends 50 per second
 MEDIA_MESSAGE_BURST = 200.0  # token bucket: a sustained excess over ~1 s closes the socket with 1008
@@ -37,6 +45,7 @@ MEDIA_EXTRA_SOCKETS = 10  # open media sockets (handshakes included) allowed bey
 WS_POLICY_VIOLATION = 1008
 WS_MESSAGE_TOO_BIG = 1009
 WS_TRY_AGAIN_LATER = 1013
+MEDIA_GUARD_SCOPE_KEY = "callbot.media_guard"
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -202,12 +211,24 @@ class _MediaGuard:
         return {"type": "websocket.disconnect", "code": code}
 
 
-async def media(scope: Scope, receive: Receive, send: Send) -> None:
-    app: Starlette = scope["app"]
-    svc: Services = app.state.services
-    call_id = str(scope.get("path_params", {}).get("call_id", ""))
-    guard = _MediaGuard(receive, send, svc, call_id)
-    ws = WebSocket(scope, guard.receive, guard.send)
+class MediaSocketRoute(APIWebSocketRoute):
+    """A FastAPI WebSocket route whose socket's ASGI receive and send go through a `_MediaGuard`, so that the guard
+    sees every message before Starlette's WebSocket does. The endpoint gets the guard as a dependency."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services: Services = scope["app"].state.services
+        guard = _MediaGuard(receive, send, services, str(scope.get("path_params", {}).get("call_id", "")))
+        scope[MEDIA_GUARD_SCOPE_KEY] = guard
+        await super().handle(scope, guard.receive, guard.send)
+
+
+def _media_guard(websocket: WebSocket) -> _MediaGuard:
+    guard: _MediaGuard = websocket.scope[MEDIA_GUARD_SCOPE_KEY]
+    return guard
+
+
+async def media(ws: WebSocket, call_id: str, guard: Annotated[_MediaGuard, Depends(_media_guard)]) -> None:
+    svc = guard.svc
     svc.sockets += 1
     try:
         call: Call | None = None
@@ -245,13 +266,6 @@ async def media(scope: Scope, receive: Receive, send: Send) -> None:
         svc.sockets -= 1
 
 
-class MediaEndpoint:
-    """`media` as a raw ASGI endpoint, so that the socket's receive and send can be guarded."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await media(scope, receive, send)
-
-
 # -- health --------------------------------------------------------------------------------------------------
 
 async def healthz(request: Request) -> Response:
@@ -270,48 +284,20 @@ async def metrics(request: Request) -> Response:
     return PlainTextResponse(_services(request).metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-class RedactSecrets(logging.Filter):
-    """Masks credentials in the server's log records.
-
-    uvicorn logs request and WebSocket paths with their query string (`"WebSocket /ws/media/...?token=..."
-    [accepted]` at INFO, the access log when enabled), and at DEBUG the WebSocket library logs every handshake
-    header (`< authorization: Bearer ...`). Query values of `token`/`secret` and authorization values are masked.
-    """
-
-    _QUERY = re.compile(r"([?&](?:token|secret|sig|code)=)[^&\s\"']+", re.IGNORECASE)
-    _CREDENTIAL = re.compile(r"(?i)^\s*(bearer|basic|hmac-sha256)\s")
-    _HEADERS = frozenset({"authorization", "api-key", "cookie", "set-cookie", "x-api-key"})
-
-    def _clean(self, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        if self._CREDENTIAL.match(value):
-            return "<redacted>"
-        return self._QUERY.sub(r"\1<redacted>", value)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = self._QUERY.sub(r"\1<redacted>", record.msg)
-        if isinstance(record.args, tuple) and record.args:
-            args = [self._clean(a) for a in record.args]
-            if len(args) == 2 and isinstance(args[0], str) and args[0].strip().lower() in self._HEADERS:
-                args[1] = "<redacted>"
-            record.args = tuple(args)
-        return True
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own reply to routing errors (404 unknown path, 405 wrong method): plain text, not FastAPI's
+    JSON, so that every route and refusal answers exactly as before the move to FastAPI."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
 
 
-def _install_log_redaction() -> None:
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "websockets", "websockets.server"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
-            logger.addFilter(RedactSecrets())
-
-
-def create_app(settings: Settings) -> Starlette:
-    _install_log_redaction()
+def create_app(settings: Settings) -> FastAPI:
+    install_log_redaction()
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with Services(settings) as services:
             app.state.services = services
             yield
@@ -320,31 +306,25 @@ def create_app(settings: Settings) -> Starlette:
         log.error("unhandled error on %s", request.url.path, exc_info=exc)
         return JSONResponse({"error": "internal error"}, status_code=500)
 
-    routes = [
-        Route("/api/incoming-call", incoming_call, methods=["POST"]),
-        Route("/api/callbacks/{call_id}", callback, methods=["POST"]),
-        WebSocketRoute("/ws/media/{call_id}", MediaEndpoint()),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-    ]
+    docs = settings.api_docs
+    app = FastAPI(
+        **APP_DOC,
+        openapi_url="/openapi.json" if docs else None,  # None: neither the schema nor the docs exist (404)
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        lifespan=lifespan,
+        exception_handlers={500: on_error, HTTPException: _http_error},
+        routes=[MediaSocketRoute("/ws/media/{call_id}", media)],
+    )
+    app.add_api_route("/api/incoming-call", incoming_call, methods=["POST"], **INCOMING_CALL_DOC)
+    app.add_api_route("/api/callbacks/{call_id}", callback, methods=["POST"], **CALLBACK_DOC)
+    for path, endpoint, doc in (("/healthz", healthz, HEALTHZ_DOC), ("/readyz", readyz, READYZ_DOC),
+                                ("/metrics", metrics, METRICS_DOC)):
+        app.add_api_route(path, endpoint, methods=["GET"], **doc)
+        # HEAD too, as Starlette's GET routes answer it (some probes use it); one operation in the docs
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
     if settings.offline:  # the built-in stand-in plays Voice Live: what it heard, for `callbot dial` (never else)
         from callbot.local import heard
 
-        routes += heard.routes()
-    return Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={500: on_error},
-    )
-
-
-def public_urls(public_url: str, call_id: str, callback_token: str, media_token: str) -> tuple[str, str]:
-    """The callback URL and the media transport URL (`wss://`, or `ws://` for an `http://` public URL)."""
-    public_url = public_url.rstrip("/")
-    parts = urlsplit(public_url)
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    base_path = parts.path
-    callback_url = f"{public_url}/api/callbacks/{call_id}?token={quote(callback_token, safe='')}"
-    transport_url = f"{scheme}://{parts.netloc}{base_path}/ws/media/{call_id}?token={quote(media_token, safe='')}"
-    return callback_url, transport_url
+        app.router.routes.extend(heard.routes())
+    return app

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,21 +13,6 @@ from pydantic import ValidationError
 from callbot import __version__
 
 log = logging.getLogger(__name__)
-
-WS_MAX_BYTES = 2 * 1024 * 1024  # larger media messages close the socket (1009); smaller bad ones are skipped
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    # The SDKs log request details (incl. URLs) at INFO; keep them at WARNING unless debugging.
-    if level != "DEBUG":
-        for noisy in ("azure", "aiohttp.access", "uvicorn.access"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _settings(**overrides: object) -> object:
@@ -53,7 +37,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from callbot.app import create_app
     from callbot.config import Settings
-    from callbot.server import DrainingServer
+    from callbot.logs import setup_logging
+    from callbot.server import WS_MAX_BYTES, DrainingServer
 
     settings = _settings()
     assert isinstance(settings, Settings)

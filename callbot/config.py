@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     # The web phone (talk to the agent from a browser at /phone)
     callbot_web_phone: bool | None = None  # unset: on in local development mode, else off
     callbot_web_phone_key: SecretStr | None = None  # required outside local development mode
+    callbot_api_docs: Literal["on", "off"] | None = None  # unset: on in local development mode (`serve_overrides`)
 
     # Security
     callbot_signing_key: SecretStr | None = None
@@ -165,6 +166,14 @@ class Settings(BaseSettings):
                     else "server_echo_cancellation")
         return value.strip()
 
+    @field_validator("callbot_api_docs", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return value or None
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -226,6 +235,11 @@ class Settings(BaseSettings):
     def web_phone(self) -> bool:
         """The web phone is served: CALLBOT_WEB_PHONE, or unset in local development mode."""
         return self.callbot_web_phone if self.callbot_web_phone is not None else self.local_development
+
+    @property
+    def api_docs(self) -> bool:
+        """OpenAPI docs at `/docs` and `/openapi.json`: only when `CALLBOT_API_DOCS` is on."""
+        return self.callbot_api_docs == "on"
 
     @property
     def media_sample_rate(self) -> int:

@@ -349,7 +349,7 @@ def _wav_line(summary: WavSummary) -> str:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from callbot.cli import setup_logging
+    from callbot.logs import setup_logging
 
     setup_logging("INFO" if args.verbose else "WARNING")
     try:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+WS_MAX_BYTES = 2 * 1024 * 1024  # uvicorn's ws_max_size: larger media messages close the socket (1009)
+
 
 class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
@@ -77,7 +79,6 @@ async def serve_in_process(make_settings: Callable[[int], Settings]) -> AsyncIte
     """callbot's app under uvicorn on a free loopback port, in this event loop (the demo and the tests).
     `make_settings(port)` builds the settings once the port is known (the public URL needs it)."""
     from callbot.app import create_app
-    from callbot.cli import WS_MAX_BYTES
 
     # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without it every
     # small response waits ~40 ms for a delayed ACK.

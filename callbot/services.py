@@ -24,6 +24,7 @@ from callbot.bridge.runner import CallBridge
 from callbot.calls import Call, CallRegistry
 from callbot.config import Settings
 from callbot.security import CallTokenSigner, EventGridAuth
+from callbot.urls import CALLBACK_TOKEN_TTL_S, MEDIA_TOKEN_TTL_S, public_urls
 from callbot.voicelive.connection import VoiceLiveConnector
 
 log = logging.getLogger(__name__)
@@ -267,8 +268,6 @@ class Services:
             log.error("rejecting a call failed: %s", exc)
 
     async def _answer(self, call: Call, context: str) -> None:
-        from callbot.app import CALLBACK_TOKEN_TTL_S, MEDIA_TOKEN_TTL_S, public_urls
-
         assert self.control is not None and self.settings.callbot_public_url
         now = time.time()
         callback_url, transport_url = public_urls(

@@ -20,11 +20,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from callbot.app import public_urls
 from callbot.local.acs_server import AnsweredCall, subscription_validation_event
 from callbot.local.phone import SAMPLE_RATES, PhoneCall, PhoneNetwork
 from callbot.local.voicelive_server import VoiceLiveServer
 from callbot.local.voicelive_session import ServerSession
+from callbot.urls import public_urls
 from tests.harness import VOICELIVE_KEY, WEBHOOK_SECRET, Running, run_callbot
 
 # -- shared helpers ----------------------------------------------------------------------------------------------------

@@ -131,7 +131,7 @@ def _relay_app(sink_url: str) -> Any:
 def _run_relay(port: int, sink_url: str) -> None:
     import uvicorn
 
-    from callbot.cli import WS_MAX_BYTES
+    from callbot.server import WS_MAX_BYTES
 
     config = uvicorn.Config(_relay_app(sink_url), host="127.0.0.1", port=port, log_config=None, proxy_headers=True,
                             ws_max_size=WS_MAX_BYTES, ws_ping_interval=20.0, access_log=False)

@@ -83,10 +83,10 @@ def _script_turns(args: argparse.Namespace) -> list[Turn]:
 
 
 def cmd_dial(args: argparse.Namespace) -> int:
-    from callbot.cli import setup_logging
     from callbot.config import load_settings
     from callbot.local.profile import ProfileError, load_profile
     from callbot.local.simulator import Turn
+    from callbot.logs import setup_logging
 
     _check_extras("dial")
     setup_logging("INFO" if args.verbose else "WARNING")
@@ -194,7 +194,7 @@ async def _dial(args: argparse.Namespace, settings: object, profile: object, sec
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from callbot.cli import setup_logging
+    from callbot.logs import setup_logging
 
     _check_extras("demo")
     from callbot.local.demo import DEMO_SCRIPT, run_demo

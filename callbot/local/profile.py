@@ -151,7 +151,8 @@ def _create(path: Path) -> None:
 def serve_overrides(settings: Settings, profile: LocalProfile, host: str, port: int) -> dict[str, Any]:
     """Settings for ``callbot serve`` in local development mode: the profile's values for every one of
     ACS_CONNECTION_STRING, ACS_RESOURCE_ID, CALLBOT_ACS_JWKS_URL, CALLBOT_WEBHOOK_SECRET, CALLBOT_SIGNING_KEY
-    and CALLBOT_PUBLIC_URL (``http://host:port``) not set explicitly (environment or ``.env``)."""
+    and CALLBOT_PUBLIC_URL (``http://host:port``) not set explicitly (environment or ``.env``), and the OpenAPI
+    docs on (CALLBOT_API_DOCS) unless set."""
     public_host = DEFAULT_HOST if host in ("0.0.0.0", "::", "") else host
     public_host = f"[{public_host}]" if ":" in public_host else public_host
     wanted: dict[str, Any] = {
@@ -161,6 +162,7 @@ def serve_overrides(settings: Settings, profile: LocalProfile, host: str, port: 
         "callbot_webhook_secret": profile.webhook_secret,
         "callbot_signing_key": profile.signing_key,
         "callbot_public_url": f"http://{public_host}:{port}",
+        "callbot_api_docs": "on",
     }
     explicit = settings.model_fields_set
     return {name: value for name, value in wanted.items() if name not in explicit or getattr(settings, name) is None}
