@@ -38,7 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from callbot.app import create_app
     from callbot.config import Settings
     from callbot.logs import setup_logging
-    from callbot.server import WS_MAX_BYTES, DrainingServer
+    from callbot.server import KEEP_ALIVE_S, WS_MAX_BYTES, DrainingServer
 
     settings = _settings()
     assert isinstance(settings, Settings)
@@ -65,6 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
         ws_max_size=WS_MAX_BYTES,
         ws_ping_interval=20.0,
+        timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=int(settings.callbot_drain_seconds) + 5,
         access_log=False,
     )

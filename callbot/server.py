@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WS_MAX_BYTES = 2 * 1024 * 1024  # uvicorn's ws_max_size: larger media messages close the socket (1009)
+# Idle HTTP keep-alive connections are closed after this. Longer than the clients' own idle timeouts (aiohttp 15 s,
+# azure-core's pools, an ingress's upstream pool): uvicorn's default 5 s closes connections a client is about to reuse,
+# and a request written into that closing connection is reset (seen as ConnectionResetError under load).
+KEEP_ALIVE_S = 75
 
 
 class DrainingServer(uvicorn.Server):
@@ -89,7 +93,7 @@ async def serve_in_process(make_settings: Callable[[int], Settings]) -> AsyncIte
     settings = make_settings(port)
     app = create_app(settings)
     config = uvicorn.Config(app, log_config=None, ws_max_size=WS_MAX_BYTES, lifespan="on", access_log=False,
-                            timeout_graceful_shutdown=5)
+                            timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

@@ -351,3 +351,20 @@ async def test_oversized_request_bodies_get_413_and_a_counter(phone: PhoneNetwor
         assert (await metrics(cb))["callbot_body_too_large_total"] == 2
         assert sum("413" in r.getMessage() for r in caplog.records if r.name == "callbot.app") == 2
     no_server_errors(caplog)
+
+
+async def test_an_idle_keep_alive_connection_outlives_the_clients_pools_so_reuse_is_never_reset() -> None:
+    # uvicorn's default closes idle connections after 5 s, racing HTTP clients that reuse pooled connections for
+    # longer (a request written into the closing connection is reset): callbot keeps them for 75 s
+    async with run_callbot() as cb:
+        host, port = cb.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        request = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        for pause in (0.0, 6.0):
+            await asyncio.sleep(pause)
+            writer.write(request)
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), 5)
+            assert status.startswith(b"HTTP/1.1 200"), status
+            await asyncio.wait_for(reader.readuntil(b"ok"), 5)
+        writer.close()

@@ -232,9 +232,16 @@ class AcsServer:
         headers = {"Content-Type": "application/json", "User-Agent": "acs-stand-in"}
         if authorization:
             headers["Authorization"] = authorization
-        async with self._session.post(callback_url, data=json.dumps([event]), headers=headers) as response:
-            await response.read()
-            return response.status
+        body = json.dumps([event])
+        for attempt in (1, 2):  # like ACS, deliver again when a pooled connection turns out to be closed
+            try:
+                async with self._session.post(callback_url, data=body, headers=headers) as response:
+                    await response.read()
+                    return response.status
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _verify(self, request: web.Request, raw: bytes) -> str | None:
         """None when the HMAC-SHA256 signature is valid, else why not (never a key or expected signature)."""
