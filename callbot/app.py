@@ -19,11 +19,9 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, FastAPI
-from fastapi.routing import APIWebSocketRoute
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from callbot.acs import events
@@ -34,18 +32,21 @@ from callbot.config import Settings
 from callbot.logs import install_log_redaction
 from callbot.security import check_webhook_secret
 from callbot.services import Services
+from callbot.socket_guard import (
+    MEDIA_MAX_MESSAGE_BYTES,
+    WS_POLICY_VIOLATION,
+    WS_TRY_AGAIN_LATER,
+    MediaSocketRoute,
+    _media_guard,
+    _MediaGuard,
+)
+
+__all__ = ["MEDIA_MAX_MESSAGE_BYTES", "create_app"]
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-MEDIA_MAX_MESSAGE_BYTES = 2 * 1024 * 1024  # as uvicorn's ws_max_size in `callbot serve`; larger: close 1009
-MEDIA_MESSAGES_PER_S = 200.0  # ACS sends 50 per second
-MEDIA_MESSAGE_BURST = 200.0  # token bucket: a sustained excess over ~1 s closes the socket with 1008
 MEDIA_EXTRA_SOCKETS = 10  # open media sockets (handshakes included) allowed beyond CALLBOT_MAX_CONCURRENT_CALLS
-WS_POLICY_VIOLATION = 1008
-WS_MESSAGE_TOO_BIG = 1009
-WS_TRY_AGAIN_LATER = 1013
-MEDIA_GUARD_SCOPE_KEY = "callbot.media_guard"
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -157,74 +158,6 @@ async def callback(request: Request) -> Response:
 # Once bridged, the socket is guarded: a message over MEDIA_MAX_MESSAGE_BYTES closes it with 1009, more messages
 # than the token bucket allows (MEDIA_MESSAGES_PER_S, burst MEDIA_MESSAGE_BURST) close it with 1008. Each refusal
 # and violation increments a counter at /metrics and logs one line (never the token).
-
-
-class _MediaGuard:
-    """The ASGI receive/send of one media socket, with the message size and rate limits enforced."""
-
-    def __init__(self, receive: Receive, send: Send, svc: Services, call_id: str) -> None:
-        self._receive = receive
-        self._send = send
-        self.svc = svc
-        self.call_id = call_id
-        self.tokens = MEDIA_MESSAGE_BURST
-        self.last = time.monotonic()
-        self.closed_code: int | None = None  # set when the guard itself closed the socket
-        self.violation: int | None = None  # the close code of a limit violation (by the guard or the server)
-
-    async def receive(self) -> Message:
-        if self.closed_code is not None:
-            return {"type": "websocket.disconnect", "code": self.closed_code}
-        message = await self._receive()
-        if message["type"] == "websocket.receive":
-            payload = message.get("text")
-            if payload is None:
-                payload = message.get("bytes") or b""
-            if len(payload) > MEDIA_MAX_MESSAGE_BYTES:
-                return await self._violation("media_message_too_big", WS_MESSAGE_TOO_BIG,
-                                             f"a {len(payload)}-byte message")
-            now = time.monotonic()
-            self.tokens = min(MEDIA_MESSAGE_BURST, self.tokens + (now - self.last) * MEDIA_MESSAGES_PER_S)
-            self.last = now
-            self.tokens -= 1.0
-            if self.tokens < 0:
-                return await self._violation("media_rate_limited", WS_POLICY_VIOLATION,
-                                             f"over {MEDIA_MESSAGES_PER_S:.0f} messages per second")
-        elif message["type"] == "websocket.disconnect" and message.get("code") == WS_MESSAGE_TOO_BIG:
-            # the server's own size limit (uvicorn's ws_max_size) closed it before the message reached us
-            self.svc.metrics.inc("media_message_too_big")
-            self.violation = WS_MESSAGE_TOO_BIG
-            log.warning("call %s: media socket closed (1009): a message over the size limit", self.call_id)
-        return message
-
-    async def send(self, message: Message) -> None:
-        if self.closed_code is None:
-            await self._send(message)
-        elif message["type"] != "websocket.close":
-            raise OSError("media socket closed by its guard")  # starlette turns this into WebSocketDisconnect
-
-    async def _violation(self, counter: str, code: int, what: str) -> Message:
-        self.svc.metrics.inc(counter)
-        log.warning("call %s: media socket closed (%d): %s", self.call_id, code, what)
-        self.closed_code = self.violation = code
-        await self._send({"type": "websocket.close", "code": code, "reason": ""})
-        return {"type": "websocket.disconnect", "code": code}
-
-
-class MediaSocketRoute(APIWebSocketRoute):
-    """A FastAPI WebSocket route whose socket's ASGI receive and send go through a `_MediaGuard`, so that the guard
-    sees every message before Starlette's WebSocket does. The endpoint gets the guard as a dependency."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        services: Services = scope["app"].state.services
-        guard = _MediaGuard(receive, send, services, str(scope.get("path_params", {}).get("call_id", "")))
-        scope[MEDIA_GUARD_SCOPE_KEY] = guard
-        await super().handle(scope, guard.receive, guard.send)
-
-
-def _media_guard(websocket: WebSocket) -> _MediaGuard:
-    guard: _MediaGuard = websocket.scope[MEDIA_GUARD_SCOPE_KEY]
-    return guard
 
 
 async def media(ws: WebSocket, call_id: str, guard: Annotated[_MediaGuard, Depends(_media_guard)]) -> None:
