@@ -256,6 +256,10 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_api_route(path, endpoint, methods=["GET"], **doc)
         # HEAD too, as Starlette's GET routes answer it (some probes use it); one operation in the docs
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+    if settings.web_phone:
+        from callbot.web import routes as web_routes
+
+        app.router.routes.extend(web_routes.routes())
     if settings.offline:  # the built-in stand-in plays Voice Live: what it heard, for `callbot dial` (never else)
         from callbot.local import heard
 

@@ -56,6 +56,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.warning("AZURE_VOICELIVE_ENDPOINT is not set: using the built-in offline Voice Live stand-in")
     if local_notice:
         log.warning("%s", local_notice)
+    if settings.web_phone:
+        shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+        log.warning("web phone: talk to the agent at http://%s:%d/phone%s", shown, args.port,
+                    "" if settings.callbot_web_phone_key is None else " (asks for CALLBOT_WEB_PHONE_KEY)")
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -21,11 +22,13 @@ from callbot.acs.auth import AcsTokenVerifier
 from callbot.acs.control import CallControl, CallControlError, ConfigError
 from callbot.assets import apology
 from callbot.bridge.runner import CallBridge
+from callbot.bridge.transport import Transport
 from callbot.calls import Call, CallRegistry
 from callbot.config import Settings
 from callbot.security import CallTokenSigner, EventGridAuth
 from callbot.urls import CALLBACK_TOKEN_TTL_S, MEDIA_TOKEN_TTL_S, public_urls
 from callbot.voicelive.connection import VoiceLiveConnector
+from callbot.web.access import KeyAttempts
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,7 @@ class Services:
         self.connector: VoiceLiveConnector | None = None
         self.standin: Any = None
         self.sockets = 0  # open media sockets, handshakes included (counted by the app's media endpoint)
+        self.web_attempts = KeyAttempts()  # the web phone's key checks, rate-limited per client address
         self.metrics.gauges["active_calls"] = lambda: len(self.registry)
         self.metrics.gauges["media_sockets"] = lambda: self.sockets
 
@@ -204,22 +208,24 @@ class Services:
         self._start_bridge(call)
         self.registry.spawn(self._answer(call, ev.incoming_call_context), call)
 
-    def _open_recorder(self, call: Call) -> None:
+    def _open_recorder(self, call: Call, transport: str = "acs") -> None:
         directory = self.settings.callbot_recordings_dir
         if directory is not None:
             from callbot.recording import CallRecorder
 
             call.recorder = CallRecorder.open(directory, call.call_id, self.settings,
-                                              clock=asyncio.get_running_loop().time)
+                                              clock=asyncio.get_running_loop().time, transport=transport)
 
-    def _start_bridge(self, call: Call) -> None:
+    def _start_bridge(self, call: Call, transport: Transport | None = None,
+                      on_hang_up: Callable[[str], Awaitable[None]] | None = None) -> None:
         assert self.connector is not None
 
-        async def on_hang_up(reason: str) -> None:
+        async def hang_up_at_acs(reason: str) -> None:
             await self._hang_up_at_acs(call, reason)
 
-        bridge = CallBridge(call.call_id, self.settings, self.connector, on_hang_up=on_hang_up,
-                            tap=call.recorder, apology=apology(self.settings.media_sample_rate))
+        rate = transport.media.sample_rate if transport is not None else self.settings.media_sample_rate
+        bridge = CallBridge(call.call_id, self.settings, self.connector, on_hang_up=on_hang_up or hang_up_at_acs,
+                            tap=call.recorder, apology=apology(rate), transport=transport)
         call.bridge = bridge
         call.stop_bridge = bridge.stop
         call.end_gracefully = bridge.end_gracefully
