@@ -284,7 +284,8 @@ async def test_oversized_media_message_closes_with_1009_but_a_1mib_malformed_one
         await asyncio.wait_for(session.closed.wait(), 2)
         await eventually(lambda: not cb.services.registry.calls, 2, "call removed")
         assert (await metrics(cb))["callbot_media_message_too_big_total"] == 1
-        assert any("1009" in r.getMessage() for r in caplog.records if r.name in ("callbot.app", "callbot.socket_guard"))
+        assert any("1009" in r.getMessage() for r in caplog.records
+                   if r.name in ("callbot.app", "callbot.socket_guard"))
     no_server_errors(caplog)
 
 

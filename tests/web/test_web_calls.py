@@ -126,7 +126,7 @@ async def test_a_web_call_reaches_the_agent_and_back_with_transcripts_barge_in_a
         await until_idle(cb)
         counters = cb.services.metrics.counters
         assert counters["calls_web"] == 1 and counters["barge_ins"] == 1
-    [path] = list(tmp_path.glob("*.jsonl"))
+    [path] = await asyncio.to_thread(lambda: list(tmp_path.glob("*.jsonl")))
     recording = load_recording(path)
     assert recording.transport == "web"
     report = check_recording(recording)
