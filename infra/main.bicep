@@ -112,6 +112,10 @@ param signingKey string
 @minLength(32)
 param webhookSecret string
 
+@description('[CALLBOT_WEB_PHONE_KEY] Access key of the web phone (/phone). Empty (the default): the web phone is off. Set: it is on, the key is kept in Key Vault, and a person must enter it on the page. At least 12 characters.')
+@secure()
+param webPhoneKey string = ''
+
 @description('More environment variables for the container, e.g. [{"name": "CALLBOT_VAD_SILENCE_MS", "value": "600"}].')
 param extraEnv array = []
 
@@ -197,6 +201,7 @@ module keyVault 'modules/keyvault.bicep' = {
     readerPrincipalId: identity.outputs.principalId
     signingKey: signingKey
     webhookSecret: webhookSecret
+    webPhoneKey: webPhoneKey
   }
 }
 
@@ -242,6 +247,7 @@ module app 'modules/containerapp.bicep' = {
     registryLoginServer: registry.outputs.loginServer
     signingKeySecretUri: keyVault.outputs.signingKeySecretUri
     webhookSecretSecretUri: keyVault.outputs.webhookSecretSecretUri
+    webPhoneKeySecretUri: keyVault.outputs.webPhoneKeySecretUri
     voiceLiveEndpoint: ai.outputs.endpoint
     voiceLiveModel: voiceLiveModel
     voiceLiveAgentName: voiceLiveAgentName

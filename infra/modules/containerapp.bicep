@@ -19,6 +19,8 @@ param applicationInsightsConnectionString string
 param registryLoginServer string
 param signingKeySecretUri string
 param webhookSecretSecretUri string
+@description('Key Vault URI of the web phone\'s access key; empty: the web phone is off.')
+param webPhoneKeySecretUri string = ''
 
 // App settings (see main.bicep for what each one means).
 param voiceLiveEndpoint string
@@ -56,6 +58,8 @@ var port = 8000
 // Names of the container app's secrets (values come from Key Vault, or the App Insights connection string).
 var signingKeyRef = 'callbot-signing-key'
 var webhookRef = 'callbot-webhook-secret'
+var webPhoneKeyRef = 'callbot-web-phone-key'
+var webPhoneOn = !empty(webPhoneKeySecretUri)
 var appInsightsRef = 'appinsights-connection-string'
 
 resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2022-10-01' existing = {
@@ -119,7 +123,10 @@ var appEnv = [
   // DefaultAzureCredential picks the user-assigned identity by this client id.
   { name: 'AZURE_CLIENT_ID', value: identityClientId }
   { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', secretRef: appInsightsRef }
+  { name: 'CALLBOT_WEB_PHONE', value: webPhoneOn ? 'on' : 'off' }
 ]
+var webPhoneEnv = webPhoneOn ? [{ name: 'CALLBOT_WEB_PHONE_KEY', secretRef: webPhoneKeyRef }] : []
+var webPhoneSecrets = webPhoneOn ? [{ name: webPhoneKeyRef, keyVaultUrl: webPhoneKeySecretUri, identity: identityId }] : []
 
 resource app 'Microsoft.App/containerApps@2024-03-01' = {
   name: appName
@@ -156,7 +163,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
           identity: identityId
         }
       ]
-      secrets: [
+      secrets: concat([
         {
           name: signingKeyRef
           keyVaultUrl: signingKeySecretUri
@@ -171,7 +178,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
           name: appInsightsRef
           value: applicationInsightsConnectionString
         }
-      ]
+      ], webPhoneSecrets)
     }
     template: {
       // SIGTERM (new revision, scale-in) starts the drain: /readyz turns 503 so no new call lands here, active
@@ -181,7 +188,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
         {
           name: 'callbot'
           image: empty(fetchImage.outputs.image) ? placeholderImage : fetchImage.outputs.image
-          env: concat(appEnv, extraEnv)
+          env: concat(appEnv, webPhoneEnv, extraEnv)
           resources: {
             cpu: json(cpu)
             memory: memory

@@ -13,6 +13,10 @@ param signingKey string
 @secure()
 param webhookSecret string
 
+@description('The web phone\'s access key; empty: the web phone is off and no secret is created.')
+@secure()
+param webPhoneKey string = ''
+
 @description('Purge protection: recommended for production. Off by default because it keeps a deleted vault (and its name) for the retention period, so `azd down` followed by `azd up` with the same environment name fails until then.')
 param enablePurgeProtection bool = false
 
@@ -66,6 +70,16 @@ resource webhookSecretSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   }
 }
 
+resource webPhoneKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(webPhoneKey)) {
+  //checkov:skip=CKV_AZURE_41: no expiry, for the reason given on callbot-signing-key; rotate with `azd env set CALLBOT_WEB_PHONE_KEY ...` + `azd provision`.
+  parent: vault
+  name: 'callbot-web-phone-key'
+  properties: {
+    value: webPhoneKey
+    contentType: 'text/plain'
+  }
+}
+
 resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(vault.id, readerPrincipalId, secretsUserRoleId)
   scope: vault
@@ -80,4 +94,5 @@ output name string = vault.name
 // Versionless URIs: a new revision picks up the latest version of a rotated secret.
 output signingKeySecretUri string = signingKeySecret.properties.secretUri
 output webhookSecretSecretUri string = webhookSecretSecret.properties.secretUri
+output webPhoneKeySecretUri string = empty(webPhoneKey) ? '' : webPhoneKeySecret!.properties.secretUri
 output secretsUserRoleAssignmentId string = secretsUser.id

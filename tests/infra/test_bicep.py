@@ -212,11 +212,16 @@ def test_registry_has_the_admin_user_disabled() -> None:
     assert registry["config"]["properties"]["adminUserEnabled"] is False
 
 
-def test_key_vault_uses_rbac_and_holds_both_shared_secrets() -> None:
+def test_key_vault_uses_rbac_and_holds_both_shared_secrets_and_the_web_phone_key_only_when_set() -> None:
     [(_path, _symbol, vault)] = of_type("Microsoft.KeyVault/vaults")
     assert vault["config"]["properties"]["enableRbacAuthorization"] is True
-    names = {res["config"]["name"] for _p, _s, res in of_type("Microsoft.KeyVault/vaults/secrets")}
-    assert names == {"callbot-signing-key", "callbot-webhook-secret"}
+    always = {res["config"]["name"] for _p, _s, res in of_type("Microsoft.KeyVault/vaults/secrets")
+              if "condition" not in res["config"]}
+    assert always == {"callbot-signing-key", "callbot-webhook-secret"}
+    [conditional] = [res["config"] for _p, _s, res in of_type("Microsoft.KeyVault/vaults/secrets")
+                     if "condition" in res["config"]]
+    assert conditional["config"]["name"] == "callbot-web-phone-key"
+    assert conditional["condition"]["operator"]["type"] == "not", "created only when a key is given"
 
 
 def test_app_identity_gets_least_privilege_roles_on_each_target_resource() -> None:
@@ -326,7 +331,12 @@ def test_every_interface_setting_reaches_the_container_app() -> None:
 def test_shared_secrets_come_from_key_vault_through_the_app_identity() -> None:
     path, app = container_app()
     env = container_env()
-    secrets = {resolve(path, s["name"]): s for s in app["properties"]["configuration"]["secrets"]}
+    listed = app["properties"]["configuration"]["secrets"]
+    if isinstance(listed, dict):  # concat(the fixed secrets, the web phone's key when it is on)
+        args = listed["function"]["parameters"]
+        assert listed["function"]["type"] == "concat" and args["arg_2"] == "webPhoneSecrets"
+        listed = args["arg_1"]
+    secrets = {resolve(path, s["name"]): s for s in listed}
     for name, secret_name in (("CALLBOT_SIGNING_KEY", "callbot-signing-key"),
                               ("CALLBOT_WEBHOOK_SECRET", "callbot-webhook-secret")):
         assert "value" not in env[name]
@@ -339,7 +349,8 @@ def test_shared_secrets_come_from_key_vault_through_the_app_identity() -> None:
 def test_operator_settings_can_be_set_with_azd_env_set() -> None:
     """`azd env set NAME value` + `azd provision` changes NAME in the container (main.parameters.json maps it)."""
     computed = {"AZURE_VOICELIVE_ENDPOINT", "ACS_ENDPOINT", "ACS_RESOURCE_ID", "AZURE_CLIENT_ID",
-                "APPLICATIONINSIGHTS_CONNECTION_STRING"}
+                "APPLICATIONINSIGHTS_CONNECTION_STRING",
+                "CALLBOT_WEB_PHONE"}  # on exactly when CALLBOT_WEB_PHONE_KEY is given (see the web phone test)
     path, _app = container_app()
     main = INFRA / "main.bicep"
     module_params = bicep(main)["modules"]["app"]["config"]["params"]
@@ -528,3 +539,21 @@ def test_checkov_finds_no_failed_checks() -> None:
     for report in reports:
         assert report["summary"]["parsing_errors"] == 0, report["check_type"]
     assert by_type["bicep"]["summary"]["passed"] > 0 and by_type["dockerfile"]["summary"]["passed"] > 0
+
+
+def test_the_web_phone_is_off_unless_its_key_is_given_and_the_key_comes_from_key_vault() -> None:
+    path, _app = container_app()
+    doc = bicep(path)
+    assert doc["parameters"]["webPhoneKeySecretUri"]["default"] == "", "the module's default: off"
+    on = doc["variables"]["webPhoneOn"]["value"]["operator"]
+    assert on["type"] == "not" and on["operands"]["bool_value"]["function"] == {
+        "type": "empty", "parameters": {"item_to_test": "webPhoneKeySecretUri"}}
+    switch = container_env()["CALLBOT_WEB_PHONE"]["value"]["operator"]["operands"]
+    assert switch == {"condition": "webPhoneOn", "true_value": "on", "false_value": "off"}
+    key_env = doc["variables"]["webPhoneEnv"]["value"]["operator"]["operands"]
+    assert key_env["condition"] == "webPhoneOn" and key_env["false_value"] == []
+    assert key_env["true_value"] == [{"name": "CALLBOT_WEB_PHONE_KEY", "secretRef": "webPhoneKeyRef"}], "no value"
+    azd = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert azd["webPhoneKey"]["value"] == "${CALLBOT_WEB_PHONE_KEY=}", "unset in azd: empty, so off"
+    main = bicep(INFRA / "main.bicep")["parameters"]["webPhoneKey"]
+    assert "secure" in json.dumps(main["decorators"])
