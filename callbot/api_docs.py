@@ -7,19 +7,21 @@ holds no configured value, secret or otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from starlette.responses import PlainTextResponse
 
 from callbot import __version__
 
-APP_DOC: dict[str, Any] = {
+APP_DOC: Mapping[str, Any] = MappingProxyType({
     "title": "callbot",
     "version": __version__,
     "summary": "An Azure AI Voice Live agent on a phone line through Azure Communication Services.",
     "description": "The HTTP routes. The media stream is the WebSocket `/ws/media/{call_id}` (not listed here: "
                    "OpenAPI describes no WebSockets), opened by ACS with a per-call token and an ACS-signed JWT.",
-}
+})
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -44,13 +46,13 @@ def _query(name: str, description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": True, "schema": {"type": "string"}, "description": description}
 
 
-_REFUSALS: dict[int | str, dict[str, Any]] = {
+_REFUSALS: Mapping[int | str, dict[str, Any]] = MappingProxyType({
     400: _error("malformed body (the reason, without the body)"),
     401: _error("authentication failed (always the same body)"),
     413: _error("body over 1 MiB"),
-}
+})
 
-INCOMING_CALL_DOC: dict[str, Any] = {
+INCOMING_CALL_DOC: Mapping[str, Any] = MappingProxyType({
     "tags": ["ACS"],
     "summary": "Event Grid: subscription validation and incoming calls",
     "description": "Answers a `Microsoft.EventGrid.SubscriptionValidationEvent` with its validation code; answers "
@@ -60,9 +62,9 @@ INCOMING_CALL_DOC: dict[str, Any] = {
     "responses": {200: _json("validation answered, or the events acknowledged", {"accepted": 1}), **_REFUSALS},
     "openapi_extra": {"parameters": [_query("secret", "the webhook secret (`CALLBOT_WEBHOOK_SECRET`)")],
                       "requestBody": _events_body("a JSON array of Event Grid events")},
-}
+})
 
-CALLBACK_DOC: dict[str, Any] = {
+CALLBACK_DOC: Mapping[str, Any] = MappingProxyType({
     "tags": ["ACS"],
     "summary": "ACS: mid-call events",
     "description": "Call Automation CloudEvents of one call (`CallConnected`, `CallDisconnected`, "
@@ -77,23 +79,23 @@ CALLBACK_DOC: dict[str, Any] = {
         ],
         "requestBody": _events_body("a JSON array of CloudEvents"),
     },
-}
+})
 
-HEALTHZ_DOC: dict[str, Any] = {
+HEALTHZ_DOC: Mapping[str, Any] = MappingProxyType({
     "tags": ["platform"], "summary": "Liveness", "responses": {200: _text("`ok`")},
     "response_class": PlainTextResponse,
-}
+})
 
-READYZ_DOC: dict[str, Any] = {
+READYZ_DOC: Mapping[str, Any] = MappingProxyType({
     "tags": ["platform"],
     "summary": "Readiness",
     "responses": {
         200: _json("ready", {"ready": True, "calls": 0}),
         503: _json("draining or misconfigured", {"ready": False, "problems": ["CALLBOT_PUBLIC_URL not set"]}),
     },
-}
+})
 
-METRICS_DOC: dict[str, Any] = {
+METRICS_DOC: Mapping[str, Any] = MappingProxyType({
     "tags": ["platform"], "summary": "Prometheus metrics", "responses": {200: _text("Prometheus text format 0.0.4")},
     "response_class": PlainTextResponse,
-}
+})
