@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     callbot_log_transcripts: bool = False  # caller/bot transcripts and key presses at INFO (personal data)
 
+    # Agent actions
+    callbot_dtmf: Literal["model", "off"] = "model"
+    callbot_dtmf_pause_ms: int = Field(1500, ge=200, le=10000)
+
     # The web phone (talk to the agent from a browser at /phone)
     callbot_web_phone: bool | None = None  # unset: on in local development mode, else off
     callbot_web_phone_key: SecretStr | None = None  # required outside local development mode

@@ -260,6 +260,8 @@ class Services:
             ("bot_audio_dropped_frames", stats.bot_frames_dropped),
             ("late_deltas_dropped", stats.late_deltas_dropped),
             ("voicelive_errors", stats.voicelive_errors),
+            ("dtmf_keys", stats.dtmf),
+            ("dtmf_sequences", stats.dtmf_sequences),
             ("caller_frames", stats.caller_frames),
             ("bot_frames", stats.bot_frames),
         ):

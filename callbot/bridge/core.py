@@ -17,6 +17,7 @@ from typing import Any
 
 from callbot.audio.b64 import decode_b64
 from callbot.bridge.actions import Action, HangUp, Notify, PlayAudio, StopPlayback, VlSend
+from callbot.bridge.keypad import Keypad
 from callbot.bridge.playback import FRAME_MS, Playback, PlayItem
 from callbot.bridge.state import GOODBYE, CoreConfig, Stats, Turn
 from callbot.voicelive import session as vl
@@ -55,6 +56,7 @@ class BridgeCore:
         self.pregenerated_ok = True  # False once the service refused a pre-generated assistant message
         self.last_said = ""
         self.personal_level = logging.INFO if self.cfg.log_transcripts else logging.DEBUG
+        self.keypad = Keypad(self.cfg.dtmf_pause_s)
 
     # -- time --------------------------------------------------------------------------------------------------
 
@@ -87,6 +89,9 @@ class BridgeCore:
             deadlines.append(release)
         if self.started_at is not None and self.ending_since is None:
             deadlines.append(self.started_at + self.cfg.max_call_seconds)
+        keys = self.keypad.deadline()
+        if keys is not None and self.ready:
+            deadlines.append(keys)
         if self.ending_since is not None and not self.ended:
             deadlines.append(self.ending_since + self.cfg.goodbye_timeout_s)
             if not self.queue and self._ending_audio_done():
@@ -102,6 +107,8 @@ class BridgeCore:
         for chunk in self.playback.release(now):
             self.stats.bot_frames += len(chunk) // frame_bytes
             actions.append(PlayAudio(chunk, epoch))
+        if self.keypad.keys:
+            actions.extend(self._keys_due(now))
         self._check_time(now, actions)
         return actions
 
@@ -171,9 +178,26 @@ class BridgeCore:
         return []
 
     def dtmf(self, now: float, digits: str) -> list[Action]:
+        """Key presses: with `dtmf` "model", gathered (bridge.keypad) and sent as one text turn; a key press while
+        the bot speaks interrupts it like speech. "off": counted only."""
         self.stats.dtmf += 1
         log.log(self.personal_level, "call %s: DTMF %s", self.cfg.call_id, digits)
-        return []
+        if self.cfg.dtmf != "model" or self.ending_since is not None:
+            return []
+        actions = self._barge_in(now) if self.keypad.push(now, digits) else []
+        actions.extend(self._keys_due(now))
+        return actions
+
+    def _keys_due(self, now: float) -> list[Action]:
+        if not self.ready:
+            return []  # sent once a session is ready again
+        text = self.keypad.take(now)
+        if text is None:
+            return []
+        self.stats.dtmf_sequences += 1
+        self.turns.append(Turn("caller", text))
+        log.log(self.personal_level, "call %s: keypad: %s", self.cfg.call_id, text)
+        return [VlSend(vl.user_text(text)), VlSend(vl.create_response())]
 
     def session_opened(self, now: float) -> list[Action]:
         """A Voice Live connection is open: configure it and, after a reconnect, restore the conversation so far.
@@ -194,6 +218,7 @@ class BridgeCore:
             actions.append(self._say(self.cfg.greeting))
         while self.preconnect:
             actions.append(VlSend(vl.append_audio(self.preconnect.popleft())))
+        actions.extend(self._keys_due(now))
         return actions
 
     def session_lost(self, now: float, unsent_audio: list[str] | None = None) -> list[Action]:

@@ -33,6 +33,7 @@ class Stats:
     truncates: int = 0
     voicelive_errors: int = 0
     dtmf: int = 0
+    dtmf_sequences: int = 0
     malformed: int = 0
 
 
@@ -51,6 +52,8 @@ class CoreConfig:
     max_call_seconds: float = 3600.0
     goodbye: str = GOODBYE
     goodbye_timeout_s: float = 15.0
+    dtmf: str = "model"  # "model": key presses reach the model as text; "off": counted only
+    dtmf_pause_s: float = 1.5
     log_transcripts: bool = False  # transcripts and key presses are personal data: DEBUG unless this is on
     session: dict[str, Any] = field(default_factory=dict)  # the `session` of session.update
 
@@ -71,5 +74,7 @@ class CoreConfig:
             greeting=settings.callbot_greeting,
             max_call_seconds=settings.callbot_max_call_seconds,
             log_transcripts=settings.callbot_log_transcripts,
+            dtmf=settings.callbot_dtmf,
+            dtmf_pause_s=settings.callbot_dtmf_pause_ms / 1000,
             session=vl.build_session(settings, media),
         )

@@ -105,6 +105,18 @@ def truncate(item_id: str, content_index: int, audio_end_ms: int) -> dict[str, A
     }
 
 
+def user_text(text: str) -> dict[str, Any]:
+    """A caller turn that is text, not audio (the keypad)."""
+    return {
+        "type": "conversation.item.create",
+        "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+    }
+
+
+def create_response() -> dict[str, Any]:
+    return {"type": "response.create"}
+
+
 def restore_item(role: str, text: str) -> dict[str, Any]:
     """A conversation item that re-creates an earlier turn in a new session (after a reconnect)."""
     part_type = "input_text" if role == "user" else "text"
