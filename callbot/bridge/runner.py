@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from callbot.audio.formats import MEDIA_FORMATS
 from callbot.bridge.core import Action, BridgeCore, CoreConfig, HangUp, Notify, PlayAudio, StopPlayback, VlSend
-from callbot.bridge.transport import CallerLeft, Transport, dispatch
+from callbot.bridge.transport import CallerLeft, KeyPress, Transport, dispatch
 from callbot.config import Settings
 from callbot.voicelive.connection import (
     SendError,
@@ -245,6 +245,8 @@ class CallBridge:
             if isinstance(msg, CallerLeft):
                 raise _CallOver("caller_hung_up")
             actions = dispatch(core, self.now(), msg)
+            if isinstance(msg, KeyPress):
+                self.wake.set()  # the keypad's pause is a new deadline for the playout's clock
             if actions:
                 await self._execute(actions)
 

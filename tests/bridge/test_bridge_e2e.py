@@ -224,3 +224,20 @@ async def test_agent_mode_connects_with_agent_and_project_instead_of_model(phone
         assert "model" not in session.query
         assert session.headers["api-key"] == cb.settings.azure_voicelive_api_key.get_secret_value()  # type: ignore[union-attr]
         await call.hang_up()
+
+
+async def test_key_presses_on_the_phone_reach_the_model_as_one_turn_after_a_pause(
+        phone: PhoneNetwork, voicelive: VoiceLiveServer) -> None:
+    async with run_callbot(azure_voicelive_endpoint=voicelive.url, callbot_dtmf_pause_ms=300,
+                           **phone_env(phone)) as cb:
+        call = await place(phone, cb.url)
+        session = await voicelive.wait_for_session()
+        await session.wait_for("session.update")
+        for key in "1234":
+            await call.send_raw('{"kind":"DtmfData","dtmfData":{"data":"' + key + '"}}')
+        item = await session.wait_for("conversation.item.create", timeout=3)
+        assert item["item"]["content"] == [{"type": "input_text", "text": "The caller pressed 1 2 3 4"}]
+        await session.wait_for("response.create", timeout=2)
+        await call.hang_up()
+        await asyncio.wait_for(session.closed.wait(), 2)
+    assert cb.services.metrics.counters["dtmf_sequences"] == 1
