@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     # Agent actions
     callbot_dtmf: Literal["model", "off"] = "model"
     callbot_dtmf_pause_ms: int = Field(1500, ge=200, le=10000)
+    # agent actions (tools): what the caller hears while a tool is slow, and before a transfer
+    callbot_tool_hold_message: str = "One moment please, I am looking that up."
+    callbot_tool_hold_ms: int = Field(1500, ge=0, le=30000)  # 0: no holding line
+    callbot_transfer_message: str = "Please hold while I transfer you to a colleague."
 
     # The web phone (talk to the agent from a browser at /phone)
     callbot_web_phone: bool | None = None  # unset: on in local development mode, else off

@@ -18,7 +18,8 @@ transport. Every other line is one message::
 - ``meta``    what the bridge did between messages, so a replay can do the same at the same time:
   ``voicelive_open`` (a connection opened; written just before its ``session.update``), ``voicelive_closed``
   (``unsent``: caller audio that never left, handed back to the core), ``end_call`` (``reason``, ``local_audio``
-  base64), and ``end`` (the recorder was closed; ``reason``).
+  base64), ``tool_result`` (``call_id``, ``name``, ``output``, ``outcome``: an operator tool's answer),
+  ``transfer_outcome`` (``accepted``, ``detail``), and ``end`` (the recorder was closed; ``reason``).
 
 Audio stays base64 inside the messages, so nothing is lost. Tokens in URLs, ``incomingCallContext`` and
 authorization values are redacted.
@@ -37,24 +38,35 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
-from pydantic import ValidationError
 
-from callbot.audio.formats import MEDIA_FORMATS
 from callbot.config import Settings
+from callbot.recording_file import (
+    ACS_IN,
+    ACS_OUT,
+    DIRECTIONS,
+    FORMAT,
+    META,
+    VERSION,
+    VL_IN,
+    VL_OUT,
+    Record,
+    Recording,
+    RecordingError,
+    load_recording,
+    parse_recording,
+)
+
+__all__ = ["ACS_IN", "ACS_OUT", "DIRECTIONS", "FORMAT", "META", "VERSION", "VL_IN", "VL_OUT", "CallRecorder", "Record",
+           "Recording", "RecordingError", "header_settings", "load_recording", "parse_recording", "redact"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = "callbot-recording"
-VERSION = 1
-ACS_IN, ACS_OUT, VL_OUT, VL_IN, META = "acs_in", "acs_out", "vl_out", "vl_in", "meta"
-DIRECTIONS = frozenset({ACS_IN, ACS_OUT, VL_OUT, VL_IN, META})
 FLUSH_INTERVAL_S = 0.25
 FLUSH_BYTES = 256 * 1024
 MAX_BUFFER_BYTES = 64 * 1024 * 1024  # the disk is stalled beyond this: stop recording rather than eat memory
@@ -162,6 +174,19 @@ class CallRecorder:
         """The bridge ends the call on purpose: `end_call(now, reason, local_audio=...)`."""
         self.marker("end_call", reason=reason,
                     local_audio=binascii.b2a_base64(local_audio, newline=False).decode("ascii"))
+
+    def agent(self, can_transfer: bool, tools: list[dict[str, Any]]) -> None:
+        """What the agent can do on this call (replay builds the same session): transfer, the operator's tools."""
+        self.marker("agent", can_transfer=can_transfer, tools=redact(tools))
+
+    def tool_result(self, call_id: str, name: str, output: str, outcome: str) -> None:
+        """An operator tool answered: the bridge calls `tool_result(now, call_id, output)` (replay feeds the
+        recorded output back instead of calling the tool again)."""
+        self._put(META, "tool_result", {"call_id": call_id, "name": name, "output": output, "outcome": outcome})
+
+    def transfer_outcome(self, accepted: bool, detail: str) -> None:
+        """ACS answered a transfer: the bridge calls `transfer_outcome(now, accepted, detail)`."""
+        self.marker("transfer_outcome", accepted=accepted, detail=detail)
 
     # -- call control ------------------------------------------------------------------------------------------
 
@@ -298,116 +323,3 @@ def _media_kind(text: str) -> str:
             if 0 < end - len(prefix) <= 32:
                 return text[len(prefix):end]
     return "media"
-
-
-# -- reading ---------------------------------------------------------------------------------------------------
-
-class RecordingError(ValueError):
-    """The file is not a callbot recording this version can read."""
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One message line: `t` in ms, `dir`, `kind` and the whole line as `data`."""
-
-    t: float
-    dir: str
-    kind: str
-    data: dict[str, Any]
-
-    @property
-    def event(self) -> dict[str, Any]:
-        event = self.data.get("event")
-        return event if isinstance(event, dict) else {}
-
-    def media(self) -> str | bytes | None:
-        """The raw media message of an ACS media line (None for other lines)."""
-        if self.dir not in (ACS_IN, ACS_OUT):
-            return None
-        text = self.data.get("text")
-        if isinstance(text, str):
-            return text
-        raw = self.data.get("bytes")
-        if isinstance(raw, str):
-            return binascii.a2b_base64(raw)
-        return None
-
-
-@dataclass
-class Recording:
-    header: dict[str, Any]
-    records: list[Record] = field(default_factory=list)
-    path: Path | None = None
-    truncated: bool = False  # the last line was cut short (the process died mid-write)
-
-    @property
-    def call_id(self) -> str:
-        return str(self.header.get("call_id", ""))
-
-    @property
-    def transport(self) -> str:
-        return str(self.header.get("transport") or "acs")
-
-    @property
-    def sample_rate(self) -> int:
-        if self.transport == "web":
-            return MEDIA_FORMATS["pcm24k"].sample_rate
-        fmt = self.header.get("settings", {}).get("callbot_media_format", "pcm24k")
-        return MEDIA_FORMATS.get(fmt, MEDIA_FORMATS["pcm24k"]).sample_rate
-
-    @property
-    def duration_ms(self) -> float:
-        return max((r.t for r in self.records), default=0.0)
-
-    def settings(self) -> Settings:
-        """The recorded settings as a `Settings` (secrets unset; instructions as recorded; no environment)."""
-        values = {k: v for k, v in self.header.get("settings", {}).items() if k in Settings.model_fields}
-        for name, value in list(values.items()):
-            if value == "<set>":
-                values[name] = None
-        values["callbot_instructions_file"] = None
-        values["callbot_recordings_dir"] = None
-        values.setdefault("callbot_playback_chunk_ms", 20)  # recorded before the setting existed: 20 ms messages
-        try:
-            return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-        except ValidationError as exc:
-            raise RecordingError(f"the recorded settings are not valid now: {exc.error_count()} problem(s), "
-                                 f"first: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
-
-
-def parse_recording(lines: Iterable[bytes], path: Path | None = None) -> Recording:
-    """Parse recording lines; a cut-short last line (the call died mid-write) is skipped and flagged."""
-    recording: Recording | None = None
-    pending_error: str | None = None
-    name = path.name if path is not None else "recording"
-    for number, line in enumerate(lines, start=1):
-        if pending_error is not None:  # a bad line that is not the last one
-            raise RecordingError(pending_error)
-        if not line.strip():
-            continue
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            pending_error = f"{name}:{number}: not JSON"
-            continue
-        if recording is None:
-            if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-                raise RecordingError(f"{name}: not a callbot recording (no {FORMAT!r} header)")
-            if obj.get("version") != VERSION:
-                raise RecordingError(f"{name}: recording format version {obj.get('version')!r}, expected {VERSION}")
-            recording = Recording(header=obj, path=path)
-            continue
-        if not isinstance(obj, dict) or not isinstance(obj.get("t"), int | float) or obj.get("dir") not in DIRECTIONS:
-            raise RecordingError(f"{name}:{number}: not a recording line (needs t, dir)")
-        recording.records.append(Record(float(obj["t"]), obj["dir"], str(obj.get("kind", "")), obj))
-    if recording is None:
-        raise RecordingError(f"{name}: empty file")
-    recording.truncated = pending_error is not None
-    return recording
-
-
-def load_recording(path: str | Path) -> Recording:
-    """Read a recording file (blocking: from async code, use `asyncio.to_thread(load_recording, path)`)."""
-    path = Path(path)
-    with path.open("rb") as fh:
-        return parse_recording(fh, path)

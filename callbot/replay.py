@@ -14,21 +14,30 @@ from __future__ import annotations
 import argparse
 import binascii
 import sys
-import wave
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from callbot.audio.formats import MEDIA_FORMATS
-from callbot.bridge.core import Action, BridgeCore, CoreConfig, HangUp, Notify, PlayAudio, StopPlayback, VlSend
+from callbot.bridge.core import (
+    Action,
+    BridgeCore,
+    CoreConfig,
+    HangUp,
+    Leave,
+    Notify,
+    PlayAudio,
+    RunTool,
+    StopPlayback,
+    Transfer,
+    VlSend,
+)
 from callbot.bridge.playback import FRAME_MS
-from callbot.bridge.transport import CallerAudio, Transport, dispatch, transport_for
+from callbot.bridge.transport import Transport, dispatch, transport_for
 from callbot.recording import ACS_IN, ACS_OUT, META, VL_IN, VL_OUT, Record, Recording, RecordingError, load_recording
-from callbot.wav_timeline import place_bot, place_caller
 
 CoreFactory = Callable[[CoreConfig], BridgeCore]
 COLLAPSED = frozenset({"AudioData", "input_audio_buffer.append"})
@@ -36,7 +45,8 @@ MINTED_IDS = ("event_id",)
 CHANNELS = ((ACS_OUT, "callbot -> ACS"), (VL_OUT, "callbot -> Voice Live"))
 MAX_IDLE_TICKS = 3
 CALL_CONTROL = frozenset({"incoming_call", "callback", "rest"})
-DECISIONS = frozenset({"voicelive_open", "voicelive_closed", "end_call", "media_open"})
+DECISIONS = frozenset({"voicelive_open", "voicelive_closed", "end_call", "media_open", "tool_result",
+                       "transfer_outcome"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +66,9 @@ class Message:
 class ReplayResult:
     messages: list[Message]
     core: BridgeCore
-    hang_up: tuple[float, str] | None = None  # (ms, reason) when the core hung up
+    hang_up: tuple[float, str] | None = None  # (ms, reason) when the core hung up (or left: transferred)
+    tools: list[tuple[float, str, str]] = field(default_factory=list)  # (ms, name, arguments) of each RunTool
+    transfers: list[tuple[float, str]] = field(default_factory=list)  # (ms, reason) of each Transfer
     inputs: int = 0
 
 
@@ -111,8 +123,12 @@ class _Replayer:
                     self.result.messages.append(Message(t, ACS_OUT, out.describe(message)))
             elif isinstance(action, VlSend):
                 self.result.messages.append(Message(t, VL_OUT, normalise(orjson.loads(orjson.dumps(action.event)))))
-            elif isinstance(action, HangUp) and self.result.hang_up is None:
+            elif isinstance(action, HangUp | Leave) and self.result.hang_up is None:
                 self.result.hang_up = (t, action.reason)
+            elif isinstance(action, RunTool):  # not run again: the recorded output is fed back (`tool_result`)
+                self.result.tools.append((t, action.name, action.arguments))
+            elif isinstance(action, Transfer):
+                self.result.transfers.append((t, action.reason))
 
     def run_until(self, until: float, *, inclusive: bool) -> None:
         """Tick at every playout deadline before `until` (or at it, when inclusive)."""
@@ -138,6 +154,10 @@ class _Replayer:
             unsent = data.get("unsent")
             self.emit(core.session_lost(now, [a for a in unsent if isinstance(a, str)] if isinstance(unsent, list)
                                         else []))
+        elif r.dir == META and r.kind == "tool_result":
+            self.emit(core.tool_result(now, str(data.get("call_id", "")), str(data.get("output", ""))))
+        elif r.dir == META and r.kind == "transfer_outcome":
+            self.emit(core.transfer_outcome(now, data.get("accepted") is True, str(data.get("detail", ""))))
         elif r.dir == META:  # end_call
             audio = data.get("local_audio")
             local = binascii.a2b_base64(audio) if isinstance(audio, str) else b""
@@ -151,11 +171,31 @@ class _Replayer:
                 self.emit(dispatch(core, now, msg))
 
 
+def _recorded_approvals(recording: Recording) -> Callable[[str, str], bool]:
+    """MCP approvals answer as they were answered in the call."""
+    answers: dict[str, bool] = {}
+    for r in recording.records:
+        item = r.event.get("item") if r.dir == VL_OUT else None
+        if isinstance(item, dict) and item.get("type") == "mcp_approval_response":
+            answers[str(item.get("approval_request_id"))] = item.get("approve") is True
+    requests = {}
+    for r in recording.records:
+        item = r.event.get("item") if r.dir == VL_IN else None
+        if isinstance(item, dict) and item.get("type") == "mcp_approval_request":
+            requests[(str(item.get("server_label")), str(item.get("name")))] = answers.get(str(item.get("id")), False)
+    return lambda server, name: requests.get((server, name), False)
+
+
 def replay(recording: Recording, *, core_factory: CoreFactory = BridgeCore) -> ReplayResult:
     """Run the recording's inbound messages through a new core; returns what it sent (see the module doc)."""
     transport = recording_transport(recording)
-    core = core_factory(CoreConfig.from_settings(recording.call_id or "replay", recording.settings(), transport.media,
-                                                 transport.name, transport.notify))
+    agent = next((r.data for r in recording.records if r.dir == META and r.kind == "agent"), {})
+    tools = agent.get("tools")
+    core = core_factory(CoreConfig.from_settings(
+        recording.call_id or "replay", recording.settings(), transport.media, transport.name, transport.notify,
+        can_transfer=agent.get("can_transfer") is True,
+        tools=[t for t in tools if isinstance(t, dict)] if isinstance(tools, list) else (),
+        approve_mcp=_recorded_approvals(recording)))
     inputs = sorted((r for r in recording.records if _is_input(r)), key=lambda r: r.t)
     horizon = max((r.t for r in recording.records if _on_bridge_wire(r)), default=0.0) / 1000  # the bridge's end
     run = _Replayer(core, transport)
@@ -296,57 +336,7 @@ def check_recording(recording: Recording, *, core_factory: CoreFactory = BridgeC
                                                              end_tolerance_ms=end_tolerance_ms))
 
 
-# -- listening -------------------------------------------------------------------------------------------------
-
-@dataclass
-class WavSummary:
-    path: Path
-    sample_rate: int
-    seconds: float
-    caller_frames: int
-    bot_frames: int
-    cuts: int  # StopAudio messages that cut the bot channel
-
-
-def render(recording: Recording, bot: Sequence[Message] | None = None) -> tuple[np.ndarray[Any, Any], int, int, int]:
-    """(samples x 2 int16: caller left, bot right), caller frames, bot frames, cuts. `bot` defaults to the recorded
-    outbound messages (pass a replay's messages to hear the current code)."""
-    transport = recording_transport(recording)
-    caller: list[tuple[float, bytes]] = [
-        (r.t, binascii.a2b_base64(a.b64)) for r in recording.records
-        if r.dir == ACS_IN and (raw := r.media()) is not None and isinstance(a := transport.parse(raw), CallerAudio)]
-    sent: list[tuple[float, bytes | None]] = [
-        (m.t, None if m.kind == "StopAudio" else binascii.a2b_base64(str(m.body["audioData"]["data"])))
-        for m in (recorded_messages(recording) if bot is None else bot)
-        if m.channel == ACS_OUT and m.kind in ("StopAudio", "AudioData")]
-    rate = recording.sample_rate
-    channels = (place_caller(caller, rate), place_bot(sent, rate))
-    total = max((s + len(p) // 2 for segs in channels for s, p in segs), default=0)
-    out = np.zeros((total, 2), dtype="<i2")
-    for index, segments in enumerate(channels):
-        for start, pcm in segments:
-            samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
-            out[start:start + len(samples), index] = samples
-    return out, len(caller), sum(1 for _, p in sent if p is not None), sum(1 for _, p in sent if p is None)
-
-
-def export_wav(recording: Recording, out: str | Path, *, bot: Sequence[Message] | None = None) -> WavSummary:
-    """Write what the caller heard as a two-channel 16-bit WAV (caller left, bot right). Blocking file I/O."""
-    samples, caller_frames, bot_frames, cuts = render(recording, bot)
-    path = Path(out)
-    with wave.open(str(path), "wb") as wav:
-        wav.setparams((2, 2, recording.sample_rate, 0, "NONE", "not compressed"))
-        wav.writeframes(samples.tobytes())
-    rate = recording.sample_rate
-    return WavSummary(path, rate, len(samples) / rate, caller_frames, bot_frames, cuts)
-
-
 # -- command line ----------------------------------------------------------------------------------------------
-
-def _wav_line(summary: WavSummary) -> str:
-    return (f"wrote {summary.path}: {summary.seconds:.2f} s at {summary.sample_rate} Hz, caller left "
-            f"({summary.caller_frames} frames), bot right ({summary.bot_frames} frames, {summary.cuts} cut(s))\n")
-
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from callbot.logs import setup_logging
@@ -360,25 +350,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 2
     sys.stdout.write(report.text())
     if args.wav is not None:
-        sys.stdout.write(_wav_line(export_wav(recording, args.wav, bot=report.result.messages)))
+        from callbot.export_wav import export_wav, wav_line
+
+        sys.stdout.write(wav_line(export_wav(recording, args.wav, bot=report.result.messages)))
     return 0 if report.ok else 1
-
-
-def cmd_export_wav(args: argparse.Namespace) -> int:
-    try:
-        recording = load_recording(args.file)
-    except (OSError, RecordingError) as exc:
-        sys.stderr.write(f"callbot: cannot read {args.file}: {exc}\n")
-        return 2
-    try:
-        if not args.out.parent.is_dir():  # checked first: wave on Python 3.11 also prints an ignored error
-            raise FileNotFoundError(f"the directory {args.out.parent} does not exist")
-        summary = export_wav(recording, args.out)
-    except OSError as exc:
-        sys.stderr.write(f"callbot: cannot write {args.out}: {exc.strerror or exc}\n")
-        return 2
-    sys.stdout.write(_wav_line(summary))
-    return 0
 
 
 def register_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -392,4 +367,10 @@ def register_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     ex = sub.add_parser("export-wav", help="write a recorded call as a WAV: caller left, bot right, as heard")
     ex.add_argument("file", type=Path, help="a recording (.jsonl) written with CALLBOT_RECORDINGS_DIR")
     ex.add_argument("out", type=Path, help="the WAV to write: caller on the left channel, bot on the right")
-    ex.set_defaults(func=cmd_export_wav)
+    ex.set_defaults(func=_cmd_export_wav)
+
+
+def _cmd_export_wav(args: argparse.Namespace) -> int:
+    from callbot.export_wav import cmd_export_wav
+
+    return cmd_export_wav(args)

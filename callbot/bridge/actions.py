@@ -41,4 +41,34 @@ class Notify:
     event: dict[str, Any]
 
 
-Action = PlayAudio | StopPlayback | VlSend | HangUp | Notify
+@dataclass(slots=True)
+class RunTool:
+    """Run one of the model's function calls off the audio path (an operator tool); the runner feeds the result back
+    with `BridgeCore.tool_result(now, call_id, output, outcome)`."""
+
+    call_id: str
+    name: str
+    arguments: str  # the model's JSON string, as it came
+
+
+@dataclass(slots=True)
+class Transfer:
+    """Hand the call to a person (the model called `transfer_to_human`, the handover line has played); the outcome
+    comes back through `BridgeCore.transfer_outcome`."""
+
+    reason: str
+
+
+@dataclass(slots=True)
+class Leave:
+    """The bridge's part in the call is over but the call goes on without it (transferred): end the bridge without
+    hanging up."""
+
+    reason: str
+
+
+class TransferError(Exception):
+    """A transfer that could not even be asked for (no call connection, ACS refused the request)."""
+
+
+Action = PlayAudio | StopPlayback | VlSend | HangUp | Notify | RunTool | Transfer | Leave

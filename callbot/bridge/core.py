@@ -16,16 +16,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from callbot.audio.b64 import decode_b64
-from callbot.bridge.actions import Action, HangUp, Notify, PlayAudio, StopPlayback, VlSend
+from callbot.bridge.actions import Action, HangUp, Leave, Notify, PlayAudio, RunTool, StopPlayback, Transfer, VlSend
+from callbot.bridge.agent import AgentActions
 from callbot.bridge.keypad import Keypad
 from callbot.bridge.playback import FRAME_MS, Playback, PlayItem
 from callbot.bridge.state import GOODBYE, CoreConfig, Stats, Turn
+from callbot.bridge.state import str_field as _str
 from callbot.voicelive import session as vl
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GOODBYE", "Action", "BridgeCore", "CoreConfig", "HangUp", "Notify", "PlayAudio", "Stats", "StopPlayback",
-           "Turn", "VlSend"]
+__all__ = ["GOODBYE", "Action", "BridgeCore", "CoreConfig", "HangUp", "Leave", "Notify", "PlayAudio", "RunTool",
+           "Stats", "StopPlayback", "Transfer", "Turn", "VlSend"]
 
 BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active"})
 MAX_RESTORED_TURNS = 40
@@ -33,7 +35,7 @@ MAX_RESTORED_CHARS = 2000
 
 
 @dataclass
-class BridgeCore:
+class BridgeCore(AgentActions):
     cfg: CoreConfig
     stats: Stats = field(default_factory=Stats)
     turns: list[Turn] = field(default_factory=list)
@@ -57,6 +59,7 @@ class BridgeCore:
         self.last_said = ""
         self.personal_level = logging.INFO if self.cfg.log_transcripts else logging.DEBUG
         self.keypad = Keypad(self.cfg.dtmf_pause_s)
+        self._init_agent()
 
     # -- time --------------------------------------------------------------------------------------------------
 
@@ -92,6 +95,9 @@ class BridgeCore:
         keys = self.keypad.deadline()
         if keys is not None and self.ready:
             deadlines.append(keys)
+        agent = self._agent_deadline()
+        if agent is not None:
+            deadlines.append(agent)
         if self.ending_since is not None and not self.ended:
             deadlines.append(self.ending_since + self.cfg.goodbye_timeout_s)
             if not self.queue and self._ending_audio_done():
@@ -109,6 +115,8 @@ class BridgeCore:
             actions.append(PlayAudio(chunk, epoch))
         if self.keypad.keys:
             actions.extend(self._keys_due(now))
+        if self.calls or self.transfer_state == "handover":
+            actions.extend(self._agent_due(now))
         self._check_time(now, actions)
         return actions
 
@@ -177,35 +185,18 @@ class BridgeCore:
         self.stats.caller_frames_buffered += 1
         return []
 
-    def dtmf(self, now: float, digits: str) -> list[Action]:
-        """Key presses: with `dtmf` "model", gathered (bridge.keypad) and sent as one text turn; a key press while
-        the bot speaks interrupts it like speech. "off": counted only."""
-        self.stats.dtmf += 1
-        log.log(self.personal_level, "call %s: DTMF %s", self.cfg.call_id, digits)
-        if self.cfg.dtmf != "model" or self.ending_since is not None:
-            return []
-        actions = self._barge_in(now) if self.keypad.push(now, digits) else []
-        actions.extend(self._keys_due(now))
-        return actions
-
-    def _keys_due(self, now: float) -> list[Action]:
-        if not self.ready:
-            return []  # sent once a session is ready again
-        text = self.keypad.take(now)
-        if text is None:
-            return []
-        self.stats.dtmf_sequences += 1
-        self.turns.append(Turn("caller", text))
-        log.log(self.personal_level, "call %s: keypad: %s", self.cfg.call_id, text)
-        return [VlSend(vl.user_text(text)), VlSend(vl.create_response())]
-
     def session_opened(self, now: float) -> list[Action]:
         """A Voice Live connection is open: configure it and, after a reconnect, restore the conversation so far.
         Caller audio waits for `session.updated`."""
         actions: list[Action] = [VlSend(vl.session_update(self.cfg.session))]
         for turn in self.turns[-MAX_RESTORED_TURNS:]:
             text = turn.text[:MAX_RESTORED_CHARS]
-            actions.append(VlSend(vl.restore_item("user" if turn.role == "caller" else "assistant", text)))
+            if turn.role == "tool":  # the call, then its output
+                actions.append(VlSend(vl.function_call_item(turn.call_id, turn.name, turn.arguments)))
+                actions.append(VlSend(vl.function_output(turn.call_id, text)))
+            else:
+                actions.append(VlSend(vl.restore_item("user" if turn.role == "caller" else "assistant", text)))
+        actions.extend(self._restore_calls())
         return actions
 
     def session_ready(self, now: float) -> list[Action]:
@@ -219,6 +210,7 @@ class BridgeCore:
         while self.preconnect:
             actions.append(VlSend(vl.append_audio(self.preconnect.popleft())))
         actions.extend(self._keys_due(now))
+        actions.extend(self._agent_due(now))
         return actions
 
     def session_lost(self, now: float, unsent_audio: list[str] | None = None) -> list[Action]:
@@ -232,6 +224,7 @@ class BridgeCore:
         self.playback.settle_all()
         if self.goodbye_response is not None:
             self.goodbye_response = None
+        self.handover_response = None
         if unsent_audio:
             room = (self.preconnect.maxlen or 0) - len(self.preconnect)
             self.stats.caller_frames_dropped += max(0, len(unsent_audio) - room)
@@ -265,11 +258,17 @@ class BridgeCore:
                 self.active_response = rid
                 if self.goodbye_response == "pending":
                     self.goodbye_response = rid
+                if self.handover_response == "pending":
+                    self.handover_response = rid
             self._prune(now)
         elif etype == "response.output_item.added":
             item_id, rid = _str(ev.get("item"), "id"), ev.get("response_id")
             if item_id and isinstance(rid, str):
                 self.playback.item(item_id, rid)
+        elif etype == "response.output_item.done":
+            item, rid = ev.get("item"), ev.get("response_id")
+            if isinstance(item, dict) and isinstance(rid, str):
+                return self._output_item(now, item, rid)
         elif etype == "response.audio.done":
             item_id = ev.get("item_id")
             if isinstance(item_id, str):
@@ -330,6 +329,12 @@ class BridgeCore:
             details = response.get("status_details") if isinstance(response, dict) else None
             log.warning("call %s: response %s failed: %s", self.cfg.call_id, rid, details)
         actions: list[Action] = []
+        output = response.get("output") if isinstance(response, dict) and rid else None
+        for item in output if isinstance(output, list) else []:  # calls whose output_item.done never came
+            if isinstance(item, dict) and rid:
+                actions.extend(self._output_item(now, item, rid))
+        if rid:
+            actions.extend(self._response_finished(now, rid))
         self._check_time(now, actions)
         return actions
 
@@ -390,10 +395,3 @@ class BridgeCore:
             return [self._say(self.last_said)]
         return []
 
-
-def _str(obj: Any, key: str) -> str | None:
-    if isinstance(obj, dict):
-        value = obj.get(key)
-        if isinstance(value, str):
-            return value
-    return None

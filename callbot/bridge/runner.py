@@ -1,9 +1,9 @@
-"""The async glue around `BridgeCore`: one ACS media socket <-> one Voice Live session.
+"""The async glue around `BridgeCore`: one caller socket (the call's transport) <-> one Voice Live session.
 
-Tasks per call, in one `TaskGroup`: the ACS reader (caller audio in), the Voice Live session (connect, configure,
-read events; reconnects with backoff when the session drops) with its writer (a bounded outbox, so a slow model socket
-never blocks caller audio intake), and the playout (paces bot frames; the only writer to the ACS socket, so a stalled
-ACS socket never blocks the Voice Live pump). Every decision is the core's; this module moves bytes and reads the clock.
+Tasks per call, in one `TaskGroup`: the caller's reader, the Voice Live session (connect, configure, read events;
+reconnects with backoff) with its writer (a bounded outbox: a slow model socket never blocks caller audio), the
+playout (paces bot frames; the only writer to the caller's socket, so a stalled one never blocks the Voice Live pump),
+and the agent's tool calls and transfer. Every decision is the core's; this module moves bytes and reads the clock.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from callbot.audio.formats import MEDIA_FORMATS
+from callbot.bridge.actions import Leave, RunTool, Transfer, TransferError
 from callbot.bridge.core import Action, BridgeCore, CoreConfig, HangUp, Notify, PlayAudio, StopPlayback, VlSend
+from callbot.bridge.tools import ToolHost, ToolStats, run_tool
 from callbot.bridge.transport import CallerLeft, KeyPress, Transport, dispatch
+from callbot.bridge.wire import OUTBOX_LIMIT, Outbox, WireTap
 from callbot.config import Settings
 from callbot.voicelive.connection import (
     SendError,
@@ -30,59 +33,14 @@ from callbot.voicelive.connection import (
 
 log = logging.getLogger(__name__)
 
-OUTBOX_LIMIT = 250  # 5 s of caller audio; beyond that the model socket is stalled and the oldest audio is dropped
 RECONNECT_DELAYS_S = (0.0, 0.25, 0.75, 1.5)  # delays before attempts after a drop or failed connect; then give up
 STABLE_SESSION_S = 10.0  # a session that lasted this long resets the failure count
-
-
-class WireTap(Protocol):
-    """Sees every message at the call's wire boundaries (the call recorder implements it)."""
-
-    def acs_in(self, raw: str | bytes) -> None: ...
-    def acs_out(self, raw: str | bytes) -> None: ...
-    def vl_out(self, event: dict[str, Any]) -> None: ...
-    def vl_in(self, event: dict[str, Any]) -> None: ...
-    def voicelive_closed(self, unsent_audio: list[str]) -> None: ...
-    def media_opened(self) -> None: ...
-    def end_call(self, reason: str, local_audio: bytes) -> None: ...
 
 
 class _CallOver(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-class _Outbox:
-    """Bounded queue of client events for Voice Live. When full, the oldest caller audio is dropped, never control."""
-
-    def __init__(self, limit: int) -> None:
-        self.items: deque[dict[str, Any]] = deque()
-        self.limit = limit
-        self.ready = asyncio.Event()
-        self.dropped = 0
-
-    def put(self, event: dict[str, Any]) -> None:
-        if len(self.items) >= self.limit:
-            for i, queued in enumerate(self.items):
-                if queued.get("type") == "input_audio_buffer.append":
-                    del self.items[i]
-                    self.dropped += 1
-                    break
-        self.items.append(event)
-        self.ready.set()
-
-    async def get(self) -> dict[str, Any]:
-        while not self.items:
-            self.ready.clear()
-            await self.ready.wait()
-        return self.items.popleft()
-
-    def take_audio(self) -> list[str]:
-        """Remove everything; return the caller audio that never left (to be re-sent to the next session)."""
-        audio = [e["audio"] for e in self.items if e.get("type") == "input_audio_buffer.append"]
-        self.items.clear()
-        return audio
 
 
 class CallBridge:
@@ -98,6 +56,8 @@ class CallBridge:
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         transport: Transport | None = None,
+        tools: ToolHost | None = None,
+        on_transfer: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.call_id = call_id
         self.settings = settings
@@ -110,13 +70,22 @@ class CallBridge:
 
             transport = AcsTransport(call_id, MEDIA_FORMATS[settings.callbot_media_format])
         self.transport = transport
-        self.core = BridgeCore(CoreConfig.from_settings(call_id, settings, transport.media, transport.name,
-                                                        transport.notify))
+        self.tools = tools
+        self.on_transfer = on_transfer  # hands the call to a person (raises TransferError); None: not on this call
+        self.core = BridgeCore(CoreConfig.from_settings(
+            call_id, settings, transport.media, transport.name, transport.notify, can_transfer=on_transfer is not None,
+            tools=tools.definitions() if tools is not None else (),
+            approve_mcp=tools.approves if tools is not None else None))
+        if tap is not None:
+            tap.agent(on_transfer is not None, tools.definitions() if tools is not None else [])
+        self.tool_stats = ToolStats()
+        self.tg: asyncio.TaskGroup | None = None  # while running: tool calls and transfers run in it
+        self.leaving = False  # the bridge ends without hanging up (the call was transferred)
         self.notices: deque[str | bytes] = deque()  # Notify messages for the caller's side, sent by the playout
         self.loop = asyncio.get_running_loop()
         self._clock = clock if clock is not None else self.loop.time  # injectable for tests, like JwtVerifier's
         self._sleep = sleep if sleep is not None else asyncio.sleep
-        self.outbox = _Outbox(OUTBOX_LIMIT)
+        self.outbox = Outbox(OUTBOX_LIMIT)
         self.stop_pending = False  # StopAudio to send before anything else (set by a barge-in)
         self.wake = asyncio.Event()
         self.ws: WebSocket | None = None
@@ -167,6 +136,7 @@ class CallBridge:
         self.core.start(self.now())
         try:
             async with asyncio.TaskGroup() as tg:
+                self.tg = tg
                 tg.create_task(self._media())
                 tg.create_task(self._voicelive())
                 tg.create_task(self._playout())
@@ -175,6 +145,7 @@ class CallBridge:
             first = group.exceptions[0]
             self.end_reason = first.reason if isinstance(first, _CallOver) else "ended"
         finally:
+            self.tg = None
             self.finished.set()
         s = self.core.stats
         log.info(
@@ -205,9 +176,14 @@ class CallBridge:
                 if message is not None:
                     self.notices.append(message)
                     self.wake.set()
-            elif isinstance(action, HangUp):
+            elif isinstance(action, HangUp | Leave):
                 self.end_reason = action.reason
+                self.leaving = isinstance(action, Leave)
                 hang_up = True
+            elif isinstance(action, RunTool) and self.tg is not None:
+                self.tg.create_task(self._run_tool(action), name=f"tool-{self.call_id}-{action.name}")
+            elif isinstance(action, Transfer) and self.tg is not None:
+                self.tg.create_task(self._transfer(action.reason), name=f"transfer-{self.call_id}")
         return hang_up
 
     async def _execute(self, actions: list[Action]) -> None:
@@ -215,10 +191,43 @@ class CallBridge:
             await self._hang_up(self.end_reason)
 
     async def _hang_up(self, reason: str) -> None:
+        if self.leaving:  # transferred: the call goes on without callbot
+            log.info("call %s: leaving the call (%s)", self.call_id, reason)
+            raise _CallOver(reason)
         log.info("call %s: hanging up (%s)", self.call_id, reason)
         if self.on_hang_up is not None:
             await self.on_hang_up(reason)
         raise _CallOver(reason)
+
+    # -- agent actions -----------------------------------------------------------------------------------------
+
+    async def _run_tool(self, action: RunTool) -> None:
+        """One operator tool call, in the call's task group: cancelled when the call ends."""
+        result = await run_tool(self.tools, self.call_id, action.name, action.arguments)
+        self.tool_stats.add(action.name, result)
+        log.info("call %s: tool %s: %s in %.2f s", self.call_id, action.name, result.outcome, result.latency_s)
+        if self.tap is not None:
+            self.tap.tool_result(action.call_id, action.name, result.output, result.outcome)
+        await self._execute(self.core.tool_result(self.now(), action.call_id, result.output))
+        self.wake.set()
+
+    async def _transfer(self, reason: str) -> None:
+        assert self.on_transfer is not None  # the core offers a transfer only when there is a way to do it
+        try:
+            await self.on_transfer(reason)
+        except TransferError as exc:
+            self.transfer_outcome(False, str(exc) or "the transfer could not be started")
+
+    def transfer_outcome(self, accepted: bool, detail: str) -> None:
+        """ACS's answer to the transfer (CallTransferAccepted / CallTransferFailed, or a refused request)."""
+        if self.tg is None:
+            return
+        if self.tap is not None:
+            self.tap.transfer_outcome(accepted, detail)
+        actions = self.core.transfer_outcome(self.now(), accepted, detail)
+        if self._execute_now(actions):
+            self.stop(self.end_reason)  # Leave: the bridge ends, the call stays up
+        self.wake.set()
 
     # -- ACS ---------------------------------------------------------------------------------------------------
 

@@ -124,3 +124,22 @@ def restore_item(role: str, text: str) -> dict[str, Any]:
         "type": "conversation.item.create",
         "item": {"type": "message", "role": role, "content": [{"type": part_type, "text": text}]},
     }
+
+
+def function_call_item(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """A function call of the model, re-created in a new session (after a reconnect)."""
+    return {"type": "conversation.item.create",
+            "item": {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}}
+
+
+def function_output(call_id: str, output: str) -> dict[str, Any]:
+    """The answer to the model's function call `call_id` (then `create_response`, once for all calls answered)."""
+    return {"type": "conversation.item.create",
+            "item": {"type": "function_call_output", "call_id": call_id, "output": output}}
+
+
+def mcp_approval(approval_request_id: str, approve: bool) -> dict[str, Any]:
+    """The answer to an MCP approval request (Voice Live asks before calling an MCP server's tool)."""
+    return {"type": "conversation.item.create",
+            "item": {"type": "mcp_approval_response", "approval_request_id": approval_request_id,
+                     "approve": approve}}

@@ -212,7 +212,7 @@ def test_transcripts_and_key_presses_reach_info_logs_only_when_asked_for(caplog:
                                                                          log_transcripts: bool) -> None:
     core = make_core(log_transcripts=log_transcripts)
     ready(core)
-    with caplog.at_level("INFO", logger="callbot.bridge.core"):
+    with caplog.at_level("INFO", logger="callbot.bridge"):
         core.server_event(0, {"type": "conversation.item.input_audio_transcription.completed",
                               "transcript": "my card number is 4111"})
         core.server_event(0, {"type": "response.audio_transcript.done", "response_id": "r", "transcript": "Thanks"})

@@ -16,7 +16,7 @@ import aiohttp
 import psutil
 import pytest
 
-from callbot.bridge.runner import _Outbox
+from callbot.bridge.wire import Outbox as _Outbox
 from callbot.local.phone import PhoneNetwork
 from callbot.local.voicelive_server import VoiceLiveServer
 from callbot.server import wait_until_ready

@@ -19,7 +19,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from callbot.bridge.runner import OUTBOX_LIMIT, CallBridge
+from callbot.bridge.runner import CallBridge
+from callbot.bridge.wire import OUTBOX_LIMIT
 from callbot.config import Settings
 
 FRAMES = 1000

@@ -43,7 +43,8 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from callbot.bridge.runner import CallBridge, WireTap
+from callbot.bridge.runner import CallBridge
+from callbot.bridge.wire import WireTap
 from callbot.config import Settings
 from callbot.local.phone import audio_message
 from callbot.local.voicelive_protocol import tone
