@@ -10,7 +10,7 @@ the configured instructions:
       A: We are open from seven in the morning to six in the evening, Monday to Saturday.
 
   A turn is answered with the entry whose question shares the most words with it (word overlap, a few
-  filler words ignored; at least half of the words must match).
+  filler words and numbers ignored; at least half of the words must match).
   With the default prompt (``CALLBOT_INSTRUCTIONS`` unset), which has no FAQ, the responder answers from
   `SAMPLE_FAQ` (a bakery's: opening hours, delivery, where it is, gluten free bread), so that ``callbot serve``
   and ``callbot dial`` give real answers out of the box; any other prompt is used as written.
@@ -41,6 +41,7 @@ from callbot.local.faq_tools import (
     Answer,
     ToolCall,
     digits_in,
+    is_number,
     parse_answer,
     parse_templates,
     render_outputs,
@@ -81,7 +82,7 @@ Q: Where are you? | Where is the shop?
 A: We are at twelve Main Street, next to the post office.
 Q: Do you have gluten free bread?
 A: Yes, we bake gluten free bread every Tuesday and Friday.
-Q: I want to speak to a person
+Q: I want to speak to a person | I want to speak to a human | I would like to talk to someone
 A: One moment please, I will put you through to a colleague. TOOL transfer_to_human {"reason": "the caller \
 asked for a person"}
 """
@@ -125,9 +126,11 @@ def _stem(word: str) -> str:
 
 
 def _keywords(text: str) -> set[str]:
+    """The words that pick an FAQ entry: no filler words, no digits or number words (they are arguments, see
+    ``{digits}``) unless there is nothing else."""
     words = normalize_words(text)
-    kept = {_stem(w) for w in words if w not in _FILLER}
-    return kept or {_stem(w) for w in words}
+    kept = {_stem(w) for w in words if w not in _FILLER and not is_number(w)}
+    return kept or {_stem(w) for w in words if w not in _FILLER} or {_stem(w) for w in words}
 
 
 def _score(heard: set[str], question: str) -> float:

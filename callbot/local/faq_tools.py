@@ -95,13 +95,12 @@ def parse_answer(text: str) -> Answer:
 
 def digits_in(text: str) -> str:
     """The digits of a caller turn: digits as typed (keypad) or spoken as number words."""
-    digits = []
-    for word in normalize_words(text):
-        if word.isdigit():
-            digits.append(word)
-        elif word in _NUMBER_WORDS:
-            digits.append(_NUMBER_WORDS[word])
-    return "".join(digits)
+    return "".join(_NUMBER_WORDS.get(word, word) for word in normalize_words(text) if is_number(word))
+
+
+def is_number(word: str) -> bool:
+    """A normalised word that is digits or a number word (zero to nine)."""
+    return word.isdigit() or word in _NUMBER_WORDS
 
 
 def substitute(arguments: Any, digits: str) -> Any:
