@@ -77,7 +77,7 @@ def parse_answer(text: str) -> Answer:
         position = match.end()
         rest = text[position:]
         arguments: Any = {}
-        if rest.lstrip().startswith("{"):
+        if rest.lstrip().startswith(("{", "[")):
             skipped = len(rest) - len(rest.lstrip())
             try:
                 arguments, end = decoder.raw_decode(rest, skipped)
