@@ -12,7 +12,12 @@ service does it:
   ``conversation.item.input_audio_transcription.completed`` sent when transcription is enabled; with
   ``create_response`` the responder's reply is synthesised (espeak-ng, worker thread) and streamed.
 * turn detection off: appended audio is kept until ``input_audio_buffer.commit``, then recognised.
-* ``response.create``: speaks ``pre_generated_assistant_message`` verbatim, else answers the last user item.
+* ``response.create``: speaks ``pre_generated_assistant_message`` verbatim; else, when the conversation ends
+  with function call outputs (after the last message item), speaks about them through the FAQ's templates
+  (whatever outputs are there: calls still without one are left out, as the service does); else answers the
+  last user item.
+* function calling: an answer's ``TOOL`` parts (see :mod:`callbot.local.faq_tools`) become function calls in
+  the same response, after its speech, for the function tools the session (or the response) declares.
 
 Nothing heavy runs on the event loop, which only feeds the detector (~25 us a frame): recognition runs in the
 recognition process, synthesis (and its G.711 encoding) in a worker thread.
@@ -27,9 +32,11 @@ from typing import TYPE_CHECKING, Any
 from callbot.audio import alaw_to_pcm16, pcm16_to_alaw, pcm16_to_ulaw, ulaw_to_pcm16
 from callbot.audio.formats import PCM24K, VOICELIVE_OUTPUT, voicelive_input
 from callbot.local.faq import Responder
+from callbot.local.faq_tools import Answer
 from callbot.local.speech import SpeechDetector
 from callbot.local.voicelive_protocol import ProtocolError, message_text
 from callbot.local.voicelive_session import ServerSession
+from callbot.local.voicelive_tools import FunctionCall, callable_tools
 
 if TYPE_CHECKING:
     from callbot.local.standin import Standin
@@ -114,8 +121,13 @@ class LocalAgent:
             await asyncio.wait(list(self._transcribing))
         params = event.get("response") or {}
         message = params.get("pre_generated_assistant_message")
-        text = message_text(message) if isinstance(message, dict) else self._responder.reply(self._last_user_text())
-        await self._speak(text, params, wait=False)
+        if isinstance(message, dict):
+            answer = Answer(message_text(message))
+        elif results := self._tool_results():
+            answer = Answer(self._responder.tool_reply(results))
+        else:
+            answer = self._responder.answer(self._last_user_text(), callable_tools(self.session.config, params))
+        await self._speak(answer, params, wait=False)
 
     # -- caller audio --------------------------------------------------------------------------------------------
 
@@ -170,7 +182,7 @@ class LocalAgent:
         text = await asyncio.shield(asr)  # an interruption drops the reply, not the transcription
         if not text and speech_ms is not None and speech_ms < MIN_UNRECOGNISED_SPEECH_MS:
             return
-        await self._speak(self._responder.reply(text), {}, wait=True)
+        await self._speak(self._responder.answer(text, callable_tools(self.session.config, {})), {}, wait=True)
 
     async def _transcribe(self, item_id: str, audio: bytes) -> str:
         text = await self.standin.transcribe(self._responder.instructions, audio, self._input_rate)
@@ -182,6 +194,17 @@ class LocalAgent:
         log.debug("session %s: heard %r", self.session.id, text)
         return text
 
+    def _tool_results(self) -> list[tuple[str, str]]:
+        """``(tool name, output)`` of the function call outputs after the conversation's last message item."""
+        results: list[tuple[str, str]] = []
+        for item in reversed(self.session.conversation.items.values()):
+            if item.get("type") == "message":
+                break
+            if item.get("type") == "function_call_output":
+                call = self.session.conversation.function_call(str(item.get("call_id")))
+                results.append((str((call or {}).get("name", "function")), str(item.get("output", ""))))
+        return results[::-1]
+
     def _last_user_text(self) -> str:
         for item in reversed(self.session.conversation.items.values()):
             if item.get("role") == "user":
@@ -190,21 +213,27 @@ class LocalAgent:
 
     # -- speaking ------------------------------------------------------------------------------------------------
 
-    async def _speak(self, text: str, params: dict[str, Any], *, wait: bool) -> None:
-        """Synthesise ``text`` and stream it as a response. ``wait``: let a response in progress finish first
-        (turn replies); else one in progress is an error (``response.create``)."""
+    async def _speak(self, answer: Answer, params: dict[str, Any], *, wait: bool) -> None:
+        """Synthesise the answer's speech and stream it as a response, its function calls after it. ``wait``: let
+        a response in progress finish first (turn replies); else one in progress is an error (``response.create``)."""
+        text = answer.speech
         fmt = str(params.get("output_audio_format") or self.session.config["output_audio_format"])
         modalities = params.get("modalities") or self.session.config.get("modalities") or ["audio"]
-        audio = await asyncio.to_thread(self._synthesize, text, fmt) if "audio" in modalities else b""
+        audio = await asyncio.to_thread(self._synthesize, text, fmt) if "audio" in modalities and text else b""
         while wait and self.session.active_response is not None:
             await self.session.active_response.done.wait()
         if self.session.active_response is not None:
             raise _busy(self.session.active_response.response_id)
+        calls = tuple(FunctionCall(c.name, c.arguments_json) for c in answer.calls)
         await self.session.start_response(text=text, audio=audio, chunk_ms=self.standin.chunk_ms,
-                                          realtime_factor=self.standin.realtime_factor,
-                                          output_audio_format=fmt)  # fmt: skip
+                                          realtime_factor=self.standin.realtime_factor, output_audio_format=fmt,
+                                          items=1 if text or not calls else 0, calls=calls)  # fmt: skip
         out = VOICELIVE_OUTPUT.get(fmt, PCM24K)
-        self.standin.emit(self.session, "reply", text, audio_ms=int(len(audio) / out.bytes_per_ms))
+        if text:
+            self.standin.emit(self.session, "reply", text, audio_ms=int(len(audio) / out.bytes_per_ms))
+        for call in calls:
+            self.standin.emit(self.session, "tool_call", call.name)
+            log.debug("session %s: calls %s %s", self.session.id, call.name, call.arguments)
 
     def _synthesize(self, text: str, fmt: str) -> bytes:
         """The reply's audio in the output format. Blocking: runs in a worker thread (espeak-ng releases the GIL)."""

@@ -10,12 +10,17 @@ the configured instructions:
       A: We are open from seven in the morning to six in the evening, Monday to Saturday.
 
   A turn is answered with the entry whose question shares the most words with it (word overlap, a few
-  filler words ignored; at least half of the words must match).
+  filler words and numbers ignored; at least half of the words must match).
   With the default prompt (``CALLBOT_INSTRUCTIONS`` unset), which has no FAQ, the responder answers from
   `SAMPLE_FAQ` (a bakery's: opening hours, delivery, where it is, gluten free bread), so that ``callbot serve``
   and ``callbot dial`` give real answers out of the box; any other prompt is used as written.
 * Otherwise a fixed small-talk reply (hello, thanks, goodbye, yes/no, asking for a human), else
   ``"You said: <what was recognised>."``; nothing recognised gives a request to repeat.
+* Function calling (:mod:`callbot.local.faq_tools`): answers may call tools (``TOOL <name> <JSON arguments>``)
+  and ``T:`` / ``T!:`` template lines say what their outputs mean. Only tools the session declares are called:
+  an answer whose tools are all undeclared is replaced by `CANNOT_DO` (`NO_TRANSFER` for ``transfer_to_human``).
+  Built in, when the session declares them: asking for a human calls ``transfer_to_human`` (after
+  `TRANSFERRING`), goodbye calls ``end_call`` (after `GOODBYE`, in the same response).
 
 The same module lists what the recogniser should expect (`caller_phrases`) and what the bot may say
 (`bot_phrases`), so the stand-in's ASR and the phone simulator's ASR use matching vocabularies.
@@ -24,11 +29,24 @@ The same module lists what the recogniser should expect (`caller_phrases`) and w
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from callbot.config import DEFAULT_INSTRUCTIONS
 from callbot.local.asr import normalize_words
+from callbot.local.faq_tools import (
+    CANNOT_DO,
+    TRANSFER_REASON,
+    TRANSFERRING,
+    Answer,
+    ToolCall,
+    digits_in,
+    is_number,
+    parse_answer,
+    parse_templates,
+    render_outputs,
+    substitute,
+)
 
 NOT_UNDERSTOOD = "Sorry, I did not catch that. Could you say it again?"
 GOODBYE = "Thank you for calling. Goodbye!"
@@ -38,12 +56,15 @@ NO_TRANSFER = "I am the offline demo responder, I cannot transfer calls. I can a
 OK_YES = "All right."
 OK_NO = "Okay, no problem."
 YOU_SAID = "You said: {text}."
-FIXED_REPLIES = (NOT_UNDERSTOOD, GOODBYE, WELCOME, HELLO, NO_TRANSFER, OK_YES, OK_NO)
+FIXED_REPLIES = (NOT_UNDERSTOOD, GOODBYE, WELCOME, HELLO, NO_TRANSFER, OK_YES, OK_NO, CANNOT_DO, TRANSFERRING)
+UNAVAILABLE = {"transfer_to_human": NO_TRANSFER}
+"""What is said instead of calling a tool the session does not declare (else `CANNOT_DO`)."""
 
 COMMON_PHRASES = (
     "hello", "hi there", "good morning", "good afternoon", "yes", "no", "yes please", "no thank you",
     "thank you", "thanks", "goodbye", "bye", "that is all", "what are your opening hours", "when are you open",
-    "where are you", "can i speak to a human", "can i speak to someone", "can you repeat that",
+    "where are you", "can i speak to a human", "can i speak to someone", "can i speak to a person",
+    "can you repeat that",
     "i have a question", "i would like to place an order", "how much does it cost", "help",
 )  # fmt: skip
 
@@ -61,6 +82,9 @@ Q: Where are you? | Where is the shop?
 A: We are at twelve Main Street, next to the post office.
 Q: Do you have gluten free bread?
 A: Yes, we bake gluten free bread every Tuesday and Friday.
+Q: I want to speak to a person | I want to speak to a human | I would like to talk to someone
+A: One moment please, I will put you through to a colleague. TOOL transfer_to_human {"reason": "the caller \
+asked for a person"}
 """
 """The FAQ the stand-in answers from when the prompt is the default one (see the module docstring)."""
 
@@ -102,9 +126,11 @@ def _stem(word: str) -> str:
 
 
 def _keywords(text: str) -> set[str]:
+    """The words that pick an FAQ entry: no filler words, no digits or number words (they are arguments, see
+    ``{digits}``) unless there is nothing else."""
     words = normalize_words(text)
-    kept = {_stem(w) for w in words if w not in _FILLER}
-    return kept or {_stem(w) for w in words}
+    kept = {_stem(w) for w in words if w not in _FILLER and not is_number(w)}
+    return kept or {_stem(w) for w in words if w not in _FILLER} or {_stem(w) for w in words}
 
 
 def _score(heard: set[str], question: str) -> float:
@@ -120,11 +146,17 @@ class Responder:
     def __init__(self, instructions: str) -> None:
         self.instructions = instructions
         self.faq = faq_entries(instructions)
+        self.templates = parse_templates(instructions)
 
-    def reply(self, heard: str) -> str:
+    def reply(self, heard: str, tools: Collection[str] = ()) -> str:
+        """What is said in answer to ``heard`` (the speech of :meth:`answer`)."""
+        return self.answer(heard, tools).speech
+
+    def answer(self, heard: str, tools: Collection[str] = ()) -> Answer:
+        """The answer to ``heard`` when the session declares the function tools ``tools``."""
         words = normalize_words(heard)
         if not words:
-            return NOT_UNDERSTOOD
+            return Answer(NOT_UNDERSTOOD)
         keys = _keywords(heard)
         best: tuple[float, FaqEntry] | None = None
         for entry in self.faq:
@@ -132,15 +164,39 @@ class Responder:
             if score >= MIN_SCORE and (best is None or score > best[0]):
                 best = (score, entry)
         if best is not None:
-            return best[1].answer
-        return _small_talk(set(words)) or YOU_SAID.format(text=" ".join(words))
+            answer = parse_answer(best[1].answer)
+        else:
+            answer = _small_talk(set(words)) or Answer(YOU_SAID.format(text=" ".join(words)))
+        return _offer(answer, tools, digits_in(heard))
+
+    def tool_reply(self, results: Iterable[tuple[str, str]]) -> str:
+        """What is said about function outputs, ``(tool name, output)`` in call order."""
+        return render_outputs(results, self.templates)
 
 
-def _small_talk(words: set[str]) -> str | None:
+def _offer(answer: Answer, tools: Collection[str], digits: str) -> Answer:
+    """Keep the calls of declared tools (arguments filled in); none left: say that it cannot be done."""
+    if not answer.calls:
+        return answer
+    declared = tuple(ToolCall(c.name, substitute(dict(c.arguments), digits)) for c in answer.calls if c.name in tools)
+    if declared:
+        return Answer(answer.speech, declared)
+    if answer.unavailable is not None:
+        return Answer(answer.unavailable)
+    names = {c.name for c in answer.calls}
+    return Answer(UNAVAILABLE.get(names.pop(), CANNOT_DO) if len(names) == 1 else CANNOT_DO)
+
+
+def _small_talk(words: set[str]) -> Answer | None:
     if words & {"goodbye", "bye"} or words >= {"that", "all"}:
-        return GOODBYE
+        return Answer(GOODBYE, (ToolCall("end_call"),), unavailable=GOODBYE)
     if words & {"human", "someone", "agent", "operator", "person"}:
-        return NO_TRANSFER
+        return Answer(TRANSFERRING, (ToolCall("transfer_to_human", {"reason": TRANSFER_REASON}),))
+    reply = _small_talk_sentence(words)
+    return Answer(reply) if reply else None
+
+
+def _small_talk_sentence(words: set[str]) -> str | None:
     if "no" in words and words <= {"no", "nope", "thank", "thanks", "you"}:
         return OK_NO
     if words <= {"yes", "yeah", "please", "sure"}:
@@ -162,8 +218,9 @@ def bot_phrases(instructions: str, greeting: str = "", extra_caller: Iterable[st
     """Everything the responder can say (for a recogniser listening to the bot, e.g. the phone simulator)."""
     callers = caller_phrases(instructions, extra_caller)
     said = [YOU_SAID.format(text=" ".join(normalize_words(c))) for c in callers]
-    answers = [entry.answer for entry in faq_entries(instructions)]
-    return _unique([*([greeting] if greeting else []), *answers, *FIXED_REPLIES, *said])
+    answers = [parse_answer(entry.answer).speech for entry in faq_entries(instructions)]
+    templates = parse_templates(instructions).sentences()
+    return _unique([*([greeting] if greeting else []), *answers, *FIXED_REPLIES, *templates, *said])
 
 
 def _unique(phrases: Iterable[str]) -> list[str]:

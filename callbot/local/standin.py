@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 BOT_VOICE = ("en-us", 170, 35)
 """The bot's espeak voice, words per minute and pitch: lower than the simulated caller's, and recognised
 exactly by the phrase recogniser (measured: other variants such as ``+f3`` lose words)."""
-StandinEventKind = Literal["speech_started", "speech_stopped", "heard", "reply"]
+StandinEventKind = Literal["speech_started", "speech_stopped", "heard", "reply", "tool_call"]
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,13 @@ class Conversation:
             raise ProtocolError("invalid_value", "Invalid 'item.type'.", param="item.type")
         if item["type"] == "message" and item.get("role") not in ROLES:
             raise ProtocolError("invalid_value", "Invalid 'item.role'.", param="item.role")
+        if item["type"] == "function_call":
+            _require_strings(item, "call_id", "name", "arguments")
+        elif item["type"] == "function_call_output":
+            _require_strings(item, "call_id", "output")
+            if self.function_call(item["call_id"]) is None:
+                raise ProtocolError("invalid_tool_call_id",
+                                    f"Tool call ID '{item['call_id']}' not found in conversation.")  # fmt: skip
         stored: Event = {**copy.deepcopy(item), "object": "realtime.item"}
         stored.setdefault("id", new_id("item"))
         stored.setdefault("status", "completed")
@@ -55,6 +62,13 @@ class Conversation:
         entries.insert(at, (stored["id"], stored))
         self.items = dict(entries)
         return previous_item_id, stored
+
+    def function_call(self, call_id: str) -> Event | None:
+        """The ``function_call`` item of ``call_id`` (made by the model or restored by the client)."""
+        for item in self.items.values():
+            if item.get("type") == "function_call" and item.get("call_id") == call_id:
+                return item
+        return None
 
     def put(self, item: Event) -> str | None:
         """Append or replace a server-made item (assistant output, committed user audio); returns previous id."""
@@ -95,3 +109,13 @@ class Conversation:
         for part in item.get("content") or []:
             if part.get("type") == "audio" and part.get("transcript") and available > 0:
                 part["transcript"] = part["transcript"][: round(len(part["transcript"]) * audio_end_ms / available)]
+
+
+def _require_strings(item: Event, *keys: str) -> None:
+    for key in keys:
+        if key not in item:
+            raise ProtocolError("missing_required_parameter", f"Missing required parameter: 'item.{key}'.",
+                                param=f"item.{key}")  # fmt: skip
+        if not isinstance(item[key], str):
+            raise ProtocolError("invalid_type", f"Invalid type for 'item.{key}': expected a string.",
+                                param=f"item.{key}")  # fmt: skip

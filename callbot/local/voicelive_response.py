@@ -4,8 +4,8 @@ Event order per response: ``response.created`` (sent by ``ServerSession.start_re
 ``response.output_item.added``, ``conversation.item.created``, ``response.content_part.added``,
 (``response.audio_transcript.delta`` + ``response.audio.delta``)*, ``response.audio.done``,
 ``response.audio_transcript.done``, ``response.content_part.done``, ``response.output_item.done``;
-finally ``response.done``. A cancel stops the deltas at once; the open item is closed as ``incomplete``
-and ``response.done`` carries ``status: "cancelled"``.
+then the function calls (:mod:`callbot.local.voicelive_tools`); finally ``response.done``. A cancel stops the
+deltas at once; the open item is closed as ``incomplete`` and ``response.done`` carries ``status: "cancelled"``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from callbot.local.voicelive_protocol import (
     split_evenly,
     split_text,
 )
+from callbot.local.voicelive_tools import FunctionCall, stream_function_call
 
 if TYPE_CHECKING:
     from callbot.local.voicelive_session import ServerSession
@@ -35,9 +36,12 @@ Event = dict[str, Any]
 class ResponseHandle:
     """A response being streamed by the server; ``await handle`` waits for its ``response.done``."""
 
-    def __init__(self, response_id: str, item_ids: list[str], output_audio_format: str) -> None:
+    def __init__(
+        self, response_id: str, item_ids: list[str], output_audio_format: str, calls: tuple[FunctionCall, ...] = ()
+    ) -> None:
         self.response_id = response_id
         self.item_ids = item_ids
+        self.calls = calls  # function calls, after the message items
         self.output_audio_format = output_audio_format
         self.done = asyncio.Event()
         self.status = "in_progress"
@@ -81,11 +85,12 @@ class ResponseHandle:
 async def stream_response(
     session: ServerSession, handle: ResponseHandle, text: str, audio: bytes, chunk_ms: int, realtime_factor: float
 ) -> None:
-    """Stream ``text`` / ``audio`` split over the handle's items; always ends with ``response.done``."""
+    """Stream ``text`` / ``audio`` split over the handle's message items, then its function calls; always ends
+    with ``response.done``."""
     width = sample_width(handle.output_audio_format)
     parts = len(handle.item_ids)
-    audio_parts = split_evenly(audio, parts, width)
-    text_parts = split_text(text, parts)
+    audio_parts = split_evenly(audio, parts, width) if parts else []
+    text_parts = split_text(text, parts) if parts else []
     try:
         for index, item_id in enumerate(handle.item_ids):
             if handle.cancel_requested:
@@ -95,6 +100,10 @@ async def stream_response(
                 chunk_ms, realtime_factor,
             )  # fmt: skip
             handle.output.append(item)
+        for index, call in enumerate(handle.calls, start=parts):
+            if handle.cancel_requested:
+                break
+            handle.output.append(await stream_function_call(session, handle, index, call))
         handle.cancelled = handle.cancel_requested
         handle.status = "cancelled" if handle.cancelled else "completed"
         if session.active_response is handle:  # from here on, response.cancel finds nothing to cancel

@@ -35,6 +35,7 @@ from callbot.local.voicelive_protocol import (
     validate_session_update,
 )
 from callbot.local.voicelive_response import ResponseHandle, stream_response
+from callbot.local.voicelive_tools import FunctionCall, check_session_tools
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +228,9 @@ class ServerSession:
 
     # ----- default protocol handling -------------------------------------------------------------
     async def _on_session_update(self, event: Event) -> None:
-        self.config.update(validate_session_update(event.get("session")))
+        update = validate_session_update(event.get("session"))
+        check_session_tools(update, self.config)
+        self.config.update(update)
         await self.send({"type": "session.updated", "session": copy.deepcopy(self.config)})
 
     async def _on_append(self, event: Event) -> None:
@@ -327,17 +330,19 @@ class ServerSession:
         realtime_factor: float = 0.0,
         items: int = 1,
         output_audio_format: str | None = None,
+        calls: tuple[FunctionCall, ...] = (),
     ) -> ResponseHandle:
         """Send ``response.created`` now and stream the rest in the background (see ``stream_response``).
 
         ``audio`` is in the response's output format (the session's unless given). ``realtime_factor``
         1.0 paces deltas at real time, 0 sends as fast as possible. Empty ``audio`` makes a text response.
+        ``calls`` follow the ``items`` message items (``items=0``: a response of function calls only).
         """
         if self.active_response is not None:
             raise RuntimeError(f"response {self.active_response.response_id} is still in progress")
         handle = ResponseHandle(
             new_id("resp"), [new_id("item") for _ in range(items)], output_audio_format or
-            self.config["output_audio_format"],
+            self.config["output_audio_format"], calls,
         )  # fmt: skip
         self.active_response = handle
         self.responses.append(handle)
