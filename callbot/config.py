@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     # Agent actions
     callbot_dtmf: Literal["model", "off"] = "model"
     callbot_dtmf_pause_ms: int = Field(1500, ge=200, le=10000)
+    callbot_tools_file: Path | None = None  # operator HTTP tools and MCP servers (TOML; `callbot.tools`)
 
     # The web phone (talk to the agent from a browser at /phone)
     callbot_web_phone: bool | None = None  # unset: on in local development mode, else off
@@ -120,6 +121,7 @@ class Settings(BaseSettings):
         "callbot_eventgrid_tenant_id",
         "callbot_instructions_file",
         "callbot_recordings_dir",
+        "callbot_tools_file",
         "callbot_voice_endpoint_id",
         "callbot_voice_model",
         mode="before",
