@@ -32,6 +32,20 @@ def _problem(error: Any) -> str:
     return message if not name or message.startswith(name) else f"{name}: {message}"
 
 
+def _check_tools_file(settings: Any) -> None:
+    """A bad CALLBOT_TOOLS_FILE stops `serve` with one line, like any other invalid setting."""
+    if settings.callbot_tools_file is None:
+        return
+    import os
+
+    from callbot.tools import ToolsFileError, load_tools_file
+
+    try:
+        load_tools_file(settings.callbot_tools_file, os.environ)
+    except ToolsFileError as exc:
+        raise SystemExit(f"callbot: invalid configuration: CALLBOT_TOOLS_FILE {exc}") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -51,6 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = _settings(**serve_overrides(settings, profile, args.host, args.port))
         assert isinstance(settings, Settings)
         local_notice = local_mode_notice(profile)
+    _check_tools_file(settings)
     setup_logging(settings.log_level)
     if settings.offline:
         log.warning("AZURE_VOICELIVE_ENDPOINT is not set: using the built-in offline Voice Live stand-in")

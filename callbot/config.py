@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     callbot_tool_hold_message: str = "One moment please, I am looking that up."
     callbot_tool_hold_ms: int = Field(1500, ge=0, le=30000)  # 0: no holding line
     callbot_transfer_message: str = "Please hold while I transfer you to a colleague."
+    callbot_tools_file: Path | None = None  # operator HTTP tools and MCP servers (TOML; `callbot.tools`)
 
     # The web phone (talk to the agent from a browser at /phone)
     callbot_web_phone: bool | None = None  # unset: on in local development mode, else off
@@ -124,6 +125,7 @@ class Settings(BaseSettings):
         "callbot_eventgrid_tenant_id",
         "callbot_instructions_file",
         "callbot_recordings_dir",
+        "callbot_tools_file",
         "callbot_voice_endpoint_id",
         "callbot_voice_model",
         mode="before",

@@ -26,6 +26,7 @@ from callbot.bridge.transport import Transport
 from callbot.calls import Call, CallRegistry
 from callbot.config import Settings
 from callbot.security import CallTokenSigner, EventGridAuth
+from callbot.tools import ToolRunner, ToolsFile, read_tools_file
 from callbot.urls import CALLBACK_TOKEN_TTL_S, MEDIA_TOKEN_TTL_S, public_urls
 from callbot.voicelive.connection import VoiceLiveConnector
 from callbot.web.access import KeyAttempts
@@ -79,6 +80,8 @@ class Services:
         self.control_problem = ""
         self.connector: VoiceLiveConnector | None = None
         self.standin: Any = None
+        self.tools: ToolsFile | None = None  # CALLBOT_TOOLS_FILE, loaded at start (a bad file: start-up fails)
+        self.tool_runner: ToolRunner | None = None  # set with `tools`: calls their HTTP tools
         self.sockets = 0  # open media sockets, handshakes included (counted by the app's media endpoint)
         self.web_attempts = KeyAttempts()  # the web phone's key checks, rate-limited per client address
         self.metrics.gauges["active_calls"] = lambda: len(self.registry)
@@ -87,6 +90,7 @@ class Services:
     async def __aenter__(self) -> Services:
         s = self.settings
         endpoint = s.azure_voicelive_endpoint
+        self.tools = await read_tools_file(s.callbot_tools_file) if s.callbot_tools_file is not None else None
         if s.offline:
             try:
                 from callbot.local.standin import start_standin
@@ -112,6 +116,7 @@ class Services:
             log.error("CALLBOT_WEBHOOK_SECRET is not set: the incoming-call webhook refuses every request")
         if not s.callbot_public_url:
             log.error("CALLBOT_PUBLIC_URL is not set: incoming calls cannot be answered")
+        self.tool_runner = await ToolRunner().__aenter__() if self.tools is not None else None
         log.info("callbot ready: Voice Live %s (%s auth), media %s, up to %d concurrent calls",
                  endpoint, self.connector.auth_mode, s.callbot_media_format, s.callbot_max_concurrent_calls)
         return self
@@ -141,6 +146,8 @@ class Services:
             await self.eventgrid_auth.close()
         if self.standin is not None:
             await self.standin.stop()
+        if self.tool_runner is not None:
+            await self.tool_runner.close()
 
     async def drain(self, seconds: float) -> None:
         """Shutdown: stop taking calls (readyz 503, IncomingCall rejected), let live calls go on for up to
