@@ -20,7 +20,8 @@ MAX_ENDED_IDS = 10000
 class Call:
     call_id: str
     created_at: float
-    caller: str = ""
+    caller: str = ""  # masked, for logs
+    caller_id: str = ""  # the caller's number or raw id: personal data, for the operator's tools only (never logged)
     connection_id: str | None = None
     correlation_id: str | None = None
     media_connected: bool = False

@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
@@ -25,8 +24,10 @@ from callbot.bridge.runner import CallBridge
 from callbot.bridge.transport import Transport
 from callbot.calls import Call, CallRegistry
 from callbot.config import Settings
+from callbot.metrics import Metrics
 from callbot.security import CallTokenSigner, EventGridAuth
-from callbot.tools import ToolRunner, ToolsFile, read_tools_file
+from callbot.tools import CallInfo, ToolRunner, ToolsFile, read_tools_file
+from callbot.tools.host import CallTools
 from callbot.urls import CALLBACK_TOKEN_TTL_S, MEDIA_TOKEN_TTL_S, public_urls
 from callbot.voicelive.connection import VoiceLiveConnector
 from callbot.web.access import KeyAttempts
@@ -47,25 +48,6 @@ ACS_EVENT_NAMES = frozenset({
     "TranscriptionStarted", "TranscriptionStopped", "TranscriptionUpdated", "TranscriptionFailed", "HoldFailed",
     "AnswerFailed", "CreateCallFailed", "ConnectFailed",
 })
-
-
-class Metrics:
-    """Counters and gauges rendered in the Prometheus text format at /metrics."""
-
-    def __init__(self) -> None:
-        self.counters: Counter[str] = Counter()
-        self.gauges: dict[str, Any] = {}
-
-    def inc(self, name: str, by: int = 1) -> None:
-        self.counters[name] += by
-
-    def render(self) -> str:
-        lines = []
-        for name, value in sorted(self.counters.items()):
-            lines.append(f"# TYPE callbot_{name}_total counter\ncallbot_{name}_total {value}")
-        for name, fn in sorted(self.gauges.items()):
-            lines.append(f"# TYPE callbot_{name} gauge\ncallbot_{name} {fn()}")
-        return "\n".join(lines) + "\n"
 
 
 class Services:
@@ -203,6 +185,7 @@ class Services:
                 self.registry.spawn(self._reject(ev.incoming_call_context))
             return
         call = self.registry.create(caller=caller)
+        call.caller_id = ev.caller_phone or ev.caller_raw_id
         call.correlation_id = ev.correlation_id
         self.metrics.inc("calls")
         log.info("call %s: incoming from %s (%s), correlation %s", call.call_id, caller,
@@ -231,8 +214,11 @@ class Services:
             await self._hang_up_at_acs(call, reason)
 
         rate = transport.media.sample_rate if transport is not None else self.settings.media_sample_rate
+        tools = None
+        if self.tools is not None and self.tool_runner is not None:
+            tools = CallTools(self.tools, self.tool_runner, CallInfo(call.call_id, call.caller_id, call.correlation_id))
         bridge = CallBridge(call.call_id, self.settings, self.connector, on_hang_up=on_hang_up or hang_up_at_acs,
-                            tap=call.recorder, apology=apology(rate), transport=transport)
+                            tap=call.recorder, apology=apology(rate), transport=transport, tools=tools)
         call.bridge = bridge
         call.stop_bridge = bridge.stop
         call.end_gracefully = bridge.end_gracefully
@@ -269,11 +255,22 @@ class Services:
             ("voicelive_errors", stats.voicelive_errors),
             ("dtmf_keys", stats.dtmf),
             ("dtmf_sequences", stats.dtmf_sequences),
+            ("tool_calls", stats.tool_calls),
+            ("tool_holds", stats.tool_holds),
+            ("mcp_approvals", stats.mcp_approvals),
+            ("agent_hangups", stats.agent_hangups),
+            ("transfers_requested", stats.transfers_requested),
+            ("transfers_accepted", stats.transfers_accepted),
+            ("transfers_failed", stats.transfers_failed),
             ("caller_frames", stats.caller_frames),
             ("bot_frames", stats.bot_frames),
         ):
             if value:
                 self.metrics.inc(name, value)
+        for (tool, outcome), count in bridge.tool_stats.calls.items():
+            self.metrics.inc_labeled("tool_results", {"tool": tool, "outcome": outcome}, count)
+        if bridge.tool_stats.timed:
+            self.metrics.observe_sum("tool_latency_seconds", bridge.tool_stats.latency_s, bridge.tool_stats.timed)
 
     async def _reject(self, context: str) -> None:
         assert self.control is not None

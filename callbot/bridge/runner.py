@@ -361,8 +361,8 @@ class CallBridge:
             actions = core.server_event(self.now(), event)
             if actions:
                 await self._execute(actions)
-            if core.queue and not had_queue:
-                self.wake.set()
+            if (core.queue and not had_queue) or core.calls or core.transfer_state:
+                self.wake.set()  # new deadlines for the playout's clock: audio to pace, a holding line, a handover
 
     async def _vl_writer(self, conn: Any) -> None:
         while True:

@@ -1,0 +1,48 @@
+"""The process's counters, labelled counters, summaries and gauges, rendered in the Prometheus text format at
+/metrics."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Metrics:
+    """Counters and gauges rendered in the Prometheus text format at /metrics."""
+
+    def __init__(self) -> None:
+        self.counters: Counter[str] = Counter()
+        self.labeled: dict[str, Counter[tuple[tuple[str, str], ...]]] = {}
+        self.summaries: dict[str, tuple[float, int]] = {}
+        self.gauges: dict[str, Any] = {}
+
+    def inc(self, name: str, by: int = 1) -> None:
+        self.counters[name] += by
+
+    def inc_labeled(self, name: str, labels: Mapping[str, str], by: int = 1) -> None:
+        self.labeled.setdefault(name, Counter())[tuple(sorted(labels.items()))] += by
+
+    def observe_sum(self, name: str, total: float, count: int) -> None:
+        """Add `count` observations adding up to `total` to a summary (rendered as _sum and _count)."""
+        old_total, old_count = self.summaries.get(name, (0.0, 0))
+        self.summaries[name] = (old_total + total, old_count + count)
+
+    def render(self) -> str:
+        lines = []
+        for name, value in sorted(self.counters.items()):
+            lines.append(f"# TYPE callbot_{name}_total counter\ncallbot_{name}_total {value}")
+        for name, series in sorted(self.labeled.items()):
+            lines.append(f"# TYPE callbot_{name}_total counter")
+            for labels, value in sorted(series.items()):
+                shown = ",".join(f'{k}="{_label(v)}"' for k, v in labels)
+                lines.append(f"callbot_{name}_total{{{shown}}} {value}")
+        for name, (total, count) in sorted(self.summaries.items()):
+            lines.append(f"# TYPE callbot_{name} summary\ncallbot_{name}_sum {total:.6f}\ncallbot_{name}_count {count}")
+        for name, fn in sorted(self.gauges.items()):
+            lines.append(f"# TYPE callbot_{name} gauge\ncallbot_{name} {fn()}")
+        return "\n".join(lines) + "\n"
