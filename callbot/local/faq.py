@@ -29,8 +29,9 @@ The same module lists what the recogniser should expect (`caller_phrases`) and w
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from callbot.config import DEFAULT_INSTRUCTIONS
 from callbot.local.asr import normalize_words
@@ -57,7 +58,7 @@ OK_YES = "All right."
 OK_NO = "Okay, no problem."
 YOU_SAID = "You said: {text}."
 FIXED_REPLIES = (NOT_UNDERSTOOD, GOODBYE, WELCOME, HELLO, NO_TRANSFER, OK_YES, OK_NO, CANNOT_DO, TRANSFERRING)
-UNAVAILABLE = {"transfer_to_human": NO_TRANSFER}
+UNAVAILABLE: Mapping[str, str] = MappingProxyType({"transfer_to_human": NO_TRANSFER})
 """What is said instead of calling a tool the session does not declare (else `CANNOT_DO`)."""
 
 COMMON_PHRASES = (

@@ -20,6 +20,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from callbot.local.asr import normalize_words
@@ -39,8 +40,9 @@ BUILTIN_TEMPLATES = "T!: transfer_to_human | " + TRANSFER_FAILED
 _TOOL = re.compile(r"\bTOOL\s+([A-Za-z0-9_-]{1,64})(?![A-Za-z0-9_-])")
 _TEMPLATE = re.compile(r"^\s*(?:[-*]\s*)?T(!?)\s*:\s*([A-Za-z0-9_-]{1,64})\s*\|\s*(.+?)\s*$")
 _FIELD = re.compile(r"\{([A-Za-z0-9_]+)\}")
-_NUMBER_WORDS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
-                 "seven": "7", "eight": "8", "nine": "9"}  # fmt: skip
+_NUMBER_WORDS: Mapping[str, str] = MappingProxyType({"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+                                                    "five": "5", "six": "6", "seven": "7", "eight": "8",
+                                                    "nine": "9"})  # fmt: skip
 
 
 @dataclass(frozen=True)
