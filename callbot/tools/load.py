@@ -127,6 +127,9 @@ class _Table:
             raise self.error(f"{key} is not a valid URL") from None
         if not host or scheme not in ("https", "http"):
             raise self.error(f"{key} must be an https:// URL with a host (http:// only to localhost, 127.0.0.1, ::1)")
+        if parts.username is not None or parts.password is not None:
+            raise self.error(f"{key} must not hold credentials (user:password@): send them in a header, "
+                             "e.g. headers = { Authorization = \"env:TOKEN\" }")
         if scheme == "http" and host.lower() not in LOOPBACK_HOSTS:
             raise self.error(f"{key} must use https:// (http:// is allowed only to localhost, 127.0.0.1 or ::1)")
         return url

@@ -102,8 +102,8 @@ class ToolRunner:
                 data = await _read_capped(resp.content, MAX_OUTPUT_BYTES + 1)
         except TimeoutError:
             return _error(f"the tool did not answer within {tool.timeout_s:g} s"), "timeout"
-        except aiohttp.ClientConnectionError:  # refused, reset, DNS, TLS: its text may name the URL, so not shown
-            return _error("the tool could not be reached"), "unreachable"
+        except (aiohttp.ClientConnectionError, ValueError):  # refused, reset, DNS, TLS, a URL aiohttp refuses:
+            return _error("the tool could not be reached"), "unreachable"  # the text may name the URL: not shown
         except aiohttp.ClientError:  # a malformed answer (bad chunking, wrong length, bad encoding)
             return _error("the tool's answer could not be read"), "http_error"
         if len(data) > MAX_OUTPUT_BYTES:

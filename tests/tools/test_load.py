@@ -133,6 +133,8 @@ BAD = [
                  "url must be an https:// URL with a host", id="no-host"),
     pytest.param(TOOL.replace("tools.example.com", "tools.example.com:99999"), "tool 'lookup': url is not a valid"
                  " URL", id="bad-port"),
+    pytest.param(TOOL.replace("https://", "https://user:pw@"), "tool 'lookup': url must not hold credentials "
+                 "(user:password@): send them in a header", id="userinfo"),
     pytest.param(TOOL + "timeout_s = 0\n", "tool 'lookup': timeout_s must be a number of seconds above 0 and at "
                  "most 30, not 0", id="timeout-zero"),
     pytest.param(TOOL + "timeout_s = 31\n", "timeout_s must be a number of seconds above 0 and at most 30, not 31",
