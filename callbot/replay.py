@@ -189,11 +189,12 @@ def _recorded_approvals(recording: Recording) -> Callable[[str, str], bool]:
 def replay(recording: Recording, *, core_factory: CoreFactory = BridgeCore) -> ReplayResult:
     """Run the recording's inbound messages through a new core; returns what it sent (see the module doc)."""
     transport = recording_transport(recording)
-    agent = next((r.data for r in recording.records if r.dir == META and r.kind == "agent"), {})
-    tools = agent.get("tools")
+    agent = next((r.data for r in recording.records if r.dir == META and r.kind == "agent"), None)
+    tools = agent.get("tools") if agent is not None else None
     core = core_factory(CoreConfig.from_settings(
         recording.call_id or "replay", recording.settings(), transport.media, transport.name, transport.notify,
-        can_transfer=agent.get("can_transfer") is True,
+        can_transfer=agent is not None and agent.get("can_transfer") is True,
+        end_call=None if agent is not None else False,  # recorded before calls had agent actions: none offered
         tools=[t for t in tools if isinstance(t, dict)] if isinstance(tools, list) else (),
         approve_mcp=_recorded_approvals(recording)))
     inputs = sorted((r for r in recording.records if _is_input(r)), key=lambda r: r.t)

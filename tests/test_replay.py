@@ -22,7 +22,7 @@ from tests.harness import SIGNING_KEY, VOICELIVE_KEY, WEBHOOK_SECRET, run_callbo
 from tests.recordings import make_recordings
 
 RECORDINGS = Path(__file__).parent / "recordings"
-NAMES = ["qa", "barge_in", "hangup_mid_answer", "voicelive_error"]
+NAMES = ["qa", "barge_in", "hangup_mid_answer", "voicelive_error", "tool_call", "transfer"]
 
 
 def kinds(path: Path, channel: str) -> list[str]:
@@ -54,6 +54,32 @@ def test_the_recordings_contain_what_they_are_named_after() -> None:
     assert ("vl_in", "error") in seen
     assert seen.count(("meta", "voicelive_open")) == 2 and ("meta", "voicelive_closed") in seen
     assert kinds(RECORDINGS / "voicelive_error.jsonl", "vl_out").count("conversation.item.create") == 2
+
+
+def test_the_tool_and_transfer_recordings_replay_the_agents_actions_without_calling_anything() -> None:
+    tool = load_recording(RECORDINGS / "tool_call.jsonl")
+    result = replay(tool)
+    assert [name for _, name, _ in result.tools] == ["order_status"], "the call is made, its output fed back"
+    outputs = [m.body["item"] for m in result.messages
+               if m.kind == "conversation.item.create" and m.body["item"]["type"] == "function_call_output"]
+    assert len(outputs) == 1 and "shipped" in outputs[0]["output"]
+    transfer = load_recording(RECORDINGS / "transfer.jsonl")
+    result = replay(transfer)
+    assert [reason for _, reason in result.transfers] == ["the caller asked for a person"]
+    assert result.hang_up is not None and result.hang_up[1] == "transferred"
+    assert transfer.records[-1].data["reason"] == "transferred"
+
+
+class LostToolOutputCore(BridgeCore):
+    """A deliberately broken agent: a tool's output never reaches the model."""
+
+    def tool_result(self, now: float, call_id: str, output: str) -> list[Action]:
+        return []
+
+
+def test_a_lost_tool_output_fails_the_replay() -> None:
+    report = check_recording(load_recording(RECORDINGS / "tool_call.jsonl"), core_factory=LostToolOutputCore)
+    assert not report.ok and "function_call_output" in report.text()
 
 
 class NoTruncateCore(BridgeCore):

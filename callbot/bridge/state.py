@@ -78,13 +78,14 @@ class CoreConfig:
     @classmethod
     def from_settings(cls, call_id: str, settings: Settings, media: MediaFormat | None = None,
                       transport: str = "acs", notify: bool = False, *, can_transfer: bool = False,
-                      tools: Sequence[dict[str, Any]] = (),
+                      tools: Sequence[dict[str, Any]] = (), end_call: bool | None = None,
                       approve_mcp: Callable[[str, str], bool] | None = None) -> CoreConfig:
         """`media`: the format the call's transport carries (default: `CALLBOT_MEDIA_FORMAT`, ACS's).
         `can_transfer`: the call can be handed to a person (an ACS call with a transfer target set); `tools`: the
-        operator's tool definitions (HTTP functions and MCP servers) offered beside the built-in ones."""
+        operator's tool definitions (HTTP functions and MCP servers) offered beside the built-in ones; `end_call`
+        overrides CALLBOT_END_CALL_TOOL (replays of calls recorded before the agent had actions)."""
         media = media or MEDIA_FORMATS[settings.callbot_media_format]
-        can_end_call = getattr(settings, "callbot_end_call_tool", True)
+        can_end_call = getattr(settings, "callbot_end_call_tool", True) if end_call is None else end_call
         session = vl.build_session(settings, media)
         offered = builtin_tools(can_end_call, can_transfer) + list(tools)
         if offered:

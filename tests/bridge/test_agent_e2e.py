@@ -179,8 +179,8 @@ async def test_a_slow_tool_gets_the_holding_line_and_a_barge_in_meanwhile_keeps_
         await handle.wait()
         hold = await session.wait_for("response.create", timeout=5.0)
         assert hold["response"]["pre_generated_assistant_message"]["content"][0]["text"] == "One moment please."
-        await session.speech_started()  # the caller talks over the holding line
-        session.active_response = None
+        await session.speech_started()  # the caller talks over the holding line: it is cancelled
+        await session.responses[-1].wait()
         answer = await session.start_response(audio=speechlike(1500), chunk_ms=100, realtime_factor=1.0)
         await asyncio.sleep(0.2)
         await answer.wait(timeout=10.0)

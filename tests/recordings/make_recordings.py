@@ -14,6 +14,10 @@ callbacks / REST: replay does not use them), so the files do not depend on the c
 - ``qa``: the caller asks (0.6 s), the model answers (1 s of audio), the answer plays out, the caller hangs up.
 - ``barge_in``: the caller speaks 0.6 s into a 1.5 s answer: StopAudio, response.cancel, truncate; then asks again.
 - ``hangup_mid_answer``: the caller hangs up 0.5 s into a 1.5 s answer.
+- ``tool_call``: the caller asks about an order; the model says a few words and calls ``order_status``; the tool's
+  output goes back with one ``response.create`` and the model's answer plays.
+- ``transfer``: the caller asks for a person; the model calls ``transfer_to_human``; the handover line plays, then
+  the transfer is requested and accepted (here the rig answers for ACS), and the bridge leaves the call up.
 - ``voicelive_error``: mid-answer Voice Live sends a server error and drops the connection; the received audio
   keeps playing, the bridge reconnects and restores the conversation, the caller asks again and hears the answer.
 
@@ -44,11 +48,13 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from callbot.bridge.runner import CallBridge
+from callbot.bridge.tools import ToolHost, ToolResult
 from callbot.bridge.wire import WireTap
 from callbot.config import Settings
 from callbot.local.phone import audio_message
 from callbot.local.voicelive_protocol import tone
 from callbot.local.voicelive_server import ServerSession, VoiceLiveServer
+from callbot.local.voicelive_tools import FunctionCall
 from callbot.recording import CallRecorder
 from callbot.voicelive.connection import VoiceLiveConnector
 
@@ -106,6 +112,25 @@ class MediaClient:
             await asyncio.gather(self.reader, return_exceptions=True)
 
 
+class OrderTools:
+    """The operator's tools of the ``tool_call`` scenario: one deterministic tool (the HTTP runner behind the real
+    service is tested in tests/tools; a recording only needs the output the bridge got)."""
+
+    def definitions(self) -> list[dict[str, Any]]:
+        return [{"type": "function", "name": "order_status", "description": "Look up an order.",
+                 "parameters": {"type": "object", "properties": {"order": {"type": "string"}}}}]
+
+    def approves(self, server_label: str, tool_name: str) -> bool:
+        return False
+
+    def has(self, name: str) -> bool:
+        return name == "order_status"
+
+    async def call(self, name: str, arguments: str) -> ToolResult:
+        await asyncio.sleep(0.2)
+        return ToolResult('{"status": "shipped", "eta": "tomorrow"}', "ok", 0.2)
+
+
 @dataclass
 class Rig:
     voicelive: VoiceLiveServer
@@ -113,6 +138,8 @@ class Rig:
     directory: Path
     done: asyncio.Event = field(default_factory=asyncio.Event)
     paths: list[Path] = field(default_factory=list)  # the recordings written, in call order
+    bridges: list[CallBridge] = field(default_factory=list)
+    transfers: list[str] = field(default_factory=list)  # reasons given to the rig's stand-in for ACS
 
     @asynccontextmanager
     async def call(self) -> AsyncIterator[MediaClient]:
@@ -132,7 +159,8 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(directory: Path, **overrides: Any) -> AsyncIterator[Rig]:
+async def rig(directory: Path, *, tools: ToolHost | None = None, transfer: bool = False,
+              **overrides: Any) -> AsyncIterator[Rig]:
     """A Voice Live server plus a media endpoint running `CallBridge` with a `CallRecorder` writing to `directory`."""
     async with VoiceLiveServer(api_key=KEY) as voicelive:
         values: dict[str, Any] = {"azure_voicelive_endpoint": voicelive.url, "azure_voicelive_api_key": KEY,
@@ -153,7 +181,14 @@ async def rig(directory: Path, **overrides: Any) -> AsyncIterator[Rig]:
             if recorder is not None:
                 the_rig.paths.append(recorder.path)
             tap: WireTap | None = recorder
-            bridge = CallBridge(call_id, settings, connector, tap=tap)
+
+            async def transfer_at_acs(reason: str) -> None:  # ACS accepts, a moment later
+                the_rig.transfers.append(reason)
+                asyncio.get_running_loop().call_later(0.3, bridge.transfer_outcome, True, "")
+
+            bridge = CallBridge(call_id, settings, connector, tap=tap, tools=tools,
+                                on_transfer=transfer_at_acs if transfer else None)
+            the_rig.bridges.append(bridge)
             bridge.attach(ws)
             reason = "error"
             try:
@@ -254,14 +289,47 @@ async def voicelive_error(r: Rig) -> None:
         await asyncio.sleep(0.2)
 
 
+async def tool_call(r: Rig) -> None:
+    async with r.call() as client:
+        session = await r.voicelive.wait_for_session()
+        await session.wait_for("session.update")
+        await _caller_turn(session, client, 400, "Where is my order four two?")
+        handle = await session.start_response(text="Let me check.", audio=bot_speech(500),
+                                              calls=(FunctionCall("order_status", '{"order": "42"}'),))
+        await handle.wait()
+        await session.wait_for("response.create", timeout=10)  # after the tool's output: the server answers it
+        await session.responses[-1].wait()
+        await client.wait_for("AudioData", 25 + 1)
+        await asyncio.sleep(0.2)
+
+
+async def transfer(r: Rig) -> None:
+    async with r.call() as client:
+        session = await r.voicelive.wait_for_session()
+        await session.wait_for("session.update")
+        await _caller_turn(session, client, 400, "Can I speak to a person?")
+        handle = await session.start_response(
+            text="Sure.", audio=bot_speech(200),
+            calls=(FunctionCall("transfer_to_human", '{"reason": "the caller asked for a person"}'),))
+        await handle.wait()
+        await session.wait_for("response.create", timeout=10)  # the handover line, said by the server
+        async with asyncio.timeout(10):
+            await r.done.wait()  # transferred: the bridge leaves, the call stays up
+
+
 SCENARIOS: dict[str, Callable[[Rig], Awaitable[None]]] = {
     "qa": qa, "barge_in": barge_in, "hangup_mid_answer": hangup_mid_answer, "voicelive_error": voicelive_error,
+    "tool_call": tool_call, "transfer": transfer,
+}
+RIG_OPTIONS: dict[str, Callable[[], dict[str, Any]]] = {
+    "tool_call": lambda: {"tools": OrderTools()},
+    "transfer": lambda: {"transfer": True, "callbot_transfer_message": "One moment."},
 }
 
 
 async def record(name: str, directory: Path, **overrides: Any) -> Path:
     """Run one scenario; returns the recording's path (named after the call in `directory`)."""
-    async with rig(directory, **overrides) as r:
+    async with rig(directory, **{**RIG_OPTIONS.get(name, dict)(), **overrides}) as r:
         await SCENARIOS[name](r)
         await r.done.wait()
     (path,) = r.paths
