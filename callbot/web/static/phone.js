@@ -71,7 +71,7 @@
   }
 
   function showError(text) {
-    status.error = text;
+    status.error = text || null;
     ui.error.textContent = text;
     ui.error.hidden = !text;
   }
