@@ -148,3 +148,93 @@ async def test_with_a_key_configured_a_wrong_key_shows_an_error_and_the_right_on
         await page.get_by_role("button", name="Hang up").click()
         status = await wait_phone(page, "p.state === 'ended'")
         assert status["endedReason"] == "you hung up"
+
+
+CAPTURE_TONE_JS = """async ([rate, freq]) => {
+  const ctx = new OfflineAudioContext({numberOfChannels: 1, length: rate, sampleRate: rate});
+  await ctx.audioWorklet.addModule("/phone/static/capture-worklet.js");
+  const node = new AudioWorkletNode(ctx, "callbot-capture", {numberOfInputs: 1, numberOfOutputs: 1,
+    outputChannelCount: [1], channelCount: 1, channelCountMode: "explicit"});
+  const expected = Math.floor((rate - 200) * 24000 / rate / 480);
+  const chunks = [];
+  const all = new Promise((resolve) => { node.port.onmessage = (e) => {
+    chunks.push(e.data); if (chunks.length === expected) resolve(); }; });
+  const osc = new OscillatorNode(ctx, {frequency: freq});
+  osc.connect(new GainNode(ctx, {gain: 0.5})).connect(node);
+  node.connect(ctx.destination);
+  osc.start();
+  await ctx.startRendering();
+  await all;
+  let energy = 0, count = 0;
+  for (const chunk of chunks.slice(5)) {
+    for (const v of new Int16Array(chunk.pcm)) { energy += (v / 32768) ** 2; count++; }
+  }
+  return {sizes: chunks.map((c) => c.pcm.byteLength), times: chunks.map((c) => c.t),
+          db: 10 * Math.log10(Math.max(energy / count, 1e-20) / 0.125)};
+}"""
+
+
+@pytest.mark.parametrize("rate", [48000, 44100])
+async def test_the_capture_worklet_resamples_to_24_khz_and_filters_out_what_24_khz_cannot_carry(rate: int) -> None:
+    async with run_callbot() as cb, browser_page(cb.url) as page:
+        # a tone the 24 kHz stream can carry passes unchanged; above its 12 kHz Nyquist frequency it would alias
+        # into the speech band (14 kHz -> 10 kHz, 20 kHz -> 4 kHz at 48 kHz): the filter removes it
+        for freq, low, high in ((1000, -0.2, 0.2), (8000, -0.5, 0.2), (14000, -200, -60), (20000, -200, -60)):
+            tone = await page.evaluate(CAPTURE_TONE_JS, [rate, min(freq, rate // 2 - 1000)])
+            assert low <= tone["db"] <= high, (rate, freq, tone["db"])
+            assert set(tone["sizes"]) == {960}, "20 ms chunks of PCM16 at 24 kHz"
+            steps = {round(b - a, 6) for a, b in zip(tone["times"], tone["times"][1:], strict=False)}
+            assert steps == {0.02}, steps
+
+
+PLAYBACK_STOP_JS = """async (rate) => {
+  const ctx = new OfflineAudioContext({numberOfChannels: 1, length: rate, sampleRate: rate});
+  await ctx.audioWorklet.addModule("/phone/static/capture-worklet.js");
+  await ctx.audioWorklet.addModule("/phone/static/playback-worklet.js");
+  const node = new AudioWorkletNode(ctx, "callbot-playback", {numberOfInputs: 0, numberOfOutputs: 1,
+    outputChannelCount: [1]});
+  node.connect(ctx.destination);
+  const events = [];
+  let waiter = null;
+  node.port.onmessage = (e) => {
+    events.push(e.data);
+    if (waiter && waiter.type === e.data.type) { waiter.resolve(e.data); waiter = null; }
+  };
+  const reply = (type) => new Promise((resolve) => { waiter = {type, resolve}; });
+  const result = {};
+  ctx.suspend(256 / rate).then(async () => {  // 800 ms of a 440 Hz tone, as 20 ms socket messages
+    for (let f = 0; f < 40; f++) {
+      const pcm = new Int16Array(480);
+      for (let i = 0; i < 480; i++) pcm[i] = Math.round(8000 * Math.sin(2 * Math.PI * 440 * (f * 480 + i) / 24000));
+      node.port.postMessage(pcm.buffer, [pcm.buffer]);
+    }
+    node.port.postMessage({type: "status"});
+    result.queued = await reply("status");
+    ctx.resume();
+  });
+  const stopAt = Math.round(0.5 * rate / 128) * 128 / rate;
+  ctx.suspend(stopAt).then(async () => {
+    node.port.postMessage({type: "stop"});
+    result.stopped = await reply("stopped");
+    ctx.resume();
+  });
+  const out = (await ctx.startRendering()).getChannelData(0);
+  let first = -1, last = -1;
+  for (let i = 0; i < out.length; i++) if (out[i] !== 0) { if (first < 0) first = i; last = i; }
+  return {...result, stopAt, first: first / rate, last: last / rate, events: events.map((e) => e.type),
+          played: events.filter((e) => e.type === "played").map((e) => e.ms)};
+}"""
+
+
+async def test_the_playback_worklet_plays_queued_bot_audio_and_drops_all_of_it_at_once_on_stop() -> None:
+    async with run_callbot() as cb, browser_page(cb.url) as page:
+        run = await page.evaluate(PLAYBACK_STOP_JS, 48000)
+    assert 790 <= run["queued"]["queuedMs"] <= 800, run["queued"]
+    start = run["first"]
+    assert start < 0.01, "a full jitter buffer starts playing at once"
+    assert run["stopAt"] - 0.003 <= run["last"] < run["stopAt"] + 0.003, "nothing plays after the stop"
+    stopped = run["stopped"]
+    assert stopped["wasPlaying"] and abs(stopped["ms"] - (run["stopAt"] - start) * 1000) < 5, stopped
+    assert abs(stopped["droppedMs"] - (800 - stopped["ms"])) < 5, "everything queued was dropped"
+    assert run["events"] == ["status", "started", "played", "played", "stopped"], run["events"]
+    assert [round(ms / 200) for ms in run["played"]] == [1, 2], "a played report every 200 ms"

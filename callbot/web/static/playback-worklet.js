@@ -5,6 +5,7 @@
 //   ArrayBuffer            bot audio, PCM 16-bit LE mono 24 kHz (as it came off the socket): resampled to the
 //                          context's rate and queued
 //   {type: "stop"}         drop everything queued at once (barge-in); the played count restarts from 0
+//   {type: "status"}       answered with {type: "status", queuedMs, playedMs, playing}
 //   {type: "close"}        end the processor
 // Out (port messages to the page); `t` is the context time the event takes effect at the output:
 //   {type: "started", t}   bot audio starts sounding (after the jitter buffer filled, or after an underrun)
@@ -64,6 +65,9 @@ class PlaybackProcessor extends AudioWorkletProcessor {
       this.played = 0;
       this.lastReport = 0;
       this.resampler.reset();
+    } else if (data && data.type === "status") {
+      const queuedMs = (this.queued / sampleRate) * 1000;
+      this.port.postMessage({ type: "status", queuedMs, playedMs: this.playedMs(), playing: this.playing });
     } else if (data && data.type === "close") {
       this.running = false;
     }
