@@ -94,6 +94,7 @@ async def test_the_page_calls_the_agent_hears_answers_barges_in_presses_a_key_an
     wav = await asyncio.to_thread(caller_wav, tmp_path / "caller.wav")
     async with run_callbot(callbot_turn_detection="server_vad") as cb, browser_page(cb.url, wav) as page:
         assert cb.services.standin is not None, "local mode with the offline stand-in"
+        assert not await page.get_by_label("Access key").is_visible(), "no key asked for when none is configured"
         await page.get_by_role("button", name="Call").click()
         session = await cb.services.standin.server.wait_for_session(timeout=20)
         await wait_phone(page, "p.state === 'connected' && p.ready")
@@ -131,6 +132,7 @@ async def test_the_page_calls_the_agent_hears_answers_barges_in_presses_a_key_an
 async def test_with_a_key_configured_a_wrong_key_shows_an_error_and_the_right_one_connects() -> None:
     async with run_callbot(callbot_web_phone_key=WEB_KEY) as cb, browser_page(cb.url) as page:
         key = page.get_by_label("Access key")
+        assert await key.is_visible()
         await key.fill("not-the-key-at-all")
         await page.get_by_role("button", name="Call").click()
         status = await wait_phone(page, "p.error !== null")
