@@ -282,7 +282,10 @@
       c.stream = await navigator.mediaDevices.getUserMedia({
         audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
       });
-      if (c.ended) return;
+      if (c.ended) { // hung up while the browser asked for the microphone
+        for (const track of c.stream.getTracks()) track.stop();
+        return;
+      }
       c.playback = new AudioWorkletNode(c.ctx, "callbot-playback", {
         numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [1],
       });
