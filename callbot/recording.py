@@ -82,8 +82,9 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 def redact(value: Any) -> Any:
     """A copy of `value` with secret-named keys and secret URL query values replaced by ``<redacted>``."""
     if isinstance(value, dict):
-        return {k: REDACTED if v and isinstance(k, str) and _key(k) in SECRET_KEYS else redact(v)
-                for k, v in value.items()}
+        return {k: REDACTED if v and isinstance(k, str) and _key(k) in SECRET_KEYS
+                else {name: REDACTED for name in v} if k == "headers" and isinstance(v, dict)  # MCP servers' headers
+                else redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     if isinstance(value, str) and "=" in value:
@@ -155,6 +156,7 @@ class CallRecorder:
     def vl_out(self, event: dict[str, Any]) -> None:
         if event.get("type") == "session.update":  # only `session_opened` sends it: a connection just opened
             self.marker("voicelive_open")
+            event = redact(event)  # the operator's MCP servers' headers (secrets under any name)
         self._put(VL_OUT, str(event.get("type")), {"event": event})
 
     def vl_in(self, event: dict[str, Any]) -> None:

@@ -208,3 +208,17 @@ async def test_recorded_settings_rebuild_the_core_configuration_that_ran(tmp_pat
     assert CoreConfig.from_settings("c7", rebuilt) == expected
     assert expected.session["instructions"] == "You sell bicycles."
     assert rebuilt.azure_voicelive_api_key is None
+
+
+async def test_mcp_server_headers_never_reach_a_recording_under_any_name(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    recorder = CallRecorder.open(tmp_path, "mcp", settings, clock=lambda: 0.0)
+    assert recorder is not None
+    mcp = {"type": "mcp", "server_label": "kb", "server_url": "https://kb.example.com/mcp",
+           "headers": {"X-Api-Key": "kb-secret-value-1", "Authorization": "Bearer kb-secret-value-2"}}
+    recorder.agent(False, [mcp])
+    recorder.vl_out({"type": "session.update", "session": {"instructions": "hi", "tools": [mcp]}})
+    await recorder.close("done")
+    text = recorder.path.read_text()
+    assert "kb-secret-value" not in text
+    assert '"X-Api-Key":"<redacted>"' in text.replace(" ", "")
