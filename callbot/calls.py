@@ -20,7 +20,8 @@ MAX_ENDED_IDS = 10000
 class Call:
     call_id: str
     created_at: float
-    caller: str = ""
+    caller: str = ""  # masked, for logs
+    caller_raw_id: str | None = None  # the caller's ACS raw id (4:+1... from the phone network): personal data
     connection_id: str | None = None
     correlation_id: str | None = None
     media_connected: bool = False
@@ -31,6 +32,7 @@ class Call:
     end_gracefully: Callable[[str], None] | None = None  # goodbye then hang-up, while a media bridge runs
     bridge: Any = None  # the call's CallBridge (typed Any: calls.py stays free of the bridge's imports)
     recorder: Any = None  # the call's CallRecorder when CALLBOT_RECORDINGS_DIR is set
+    transfer: str = ""  # "" / "requested" / "accepted" / "failed": a transfer to a human (callbot.transfers)
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 

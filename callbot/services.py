@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from callbot import transfers
 from callbot.acs import events
 from callbot.acs.auth import AcsTokenVerifier
 from callbot.acs.control import CallControl, CallControlError, ConfigError
@@ -25,6 +26,7 @@ from callbot.bridge.runner import CallBridge
 from callbot.bridge.transport import Transport
 from callbot.calls import Call, CallRegistry
 from callbot.config import Settings
+from callbot.metrics import ACS_EVENT_NAMES, Metrics
 from callbot.security import CallTokenSigner, EventGridAuth
 from callbot.urls import CALLBACK_TOKEN_TTL_S, MEDIA_TOKEN_TTL_S, public_urls
 from callbot.voicelive.connection import VoiceLiveConnector
@@ -35,36 +37,6 @@ log = logging.getLogger(__name__)
 MEDIA_CONNECT_TIMEOUT_S = 30.0
 GOODBYE_GRACE_S = 20.0  # after the drain time: a goodbye plays (bounded by the core's goodbye timeout) then hang-up
 CALL_ENDING_EVENTS = frozenset({"CallDisconnected", "MediaStreamingFailed", "AnswerFailed", "CreateCallFailed"})
-# Call Automation events counted by name at /metrics; any other type counts as "other" (bounded metric names).
-ACS_EVENT_NAMES = frozenset({
-    "CallConnected", "CallDisconnected", "CallTransferAccepted", "CallTransferFailed", "ParticipantsUpdated",
-    "AddParticipantSucceeded", "AddParticipantFailed", "RemoveParticipantSucceeded", "RemoveParticipantFailed",
-    "CancelAddParticipantSucceeded", "CancelAddParticipantFailed", "PlayStarted", "PlayCompleted", "PlayFailed",
-    "PlayCanceled", "RecognizeCompleted", "RecognizeFailed", "RecognizeCanceled", "SendDtmfTonesCompleted",
-    "SendDtmfTonesFailed", "ContinuousDtmfRecognitionToneReceived", "ContinuousDtmfRecognitionToneFailed",
-    "ContinuousDtmfRecognitionStopped", "MediaStreamingStarted", "MediaStreamingStopped", "MediaStreamingFailed",
-    "TranscriptionStarted", "TranscriptionStopped", "TranscriptionUpdated", "TranscriptionFailed", "HoldFailed",
-    "AnswerFailed", "CreateCallFailed", "ConnectFailed",
-})
-
-
-class Metrics:
-    """Counters and gauges rendered in the Prometheus text format at /metrics."""
-
-    def __init__(self) -> None:
-        self.counters: Counter[str] = Counter()
-        self.gauges: dict[str, Any] = {}
-
-    def inc(self, name: str, by: int = 1) -> None:
-        self.counters[name] += by
-
-    def render(self) -> str:
-        lines = []
-        for name, value in sorted(self.counters.items()):
-            lines.append(f"# TYPE callbot_{name}_total counter\ncallbot_{name}_total {value}")
-        for name, fn in sorted(self.gauges.items()):
-            lines.append(f"# TYPE callbot_{name} gauge\ncallbot_{name} {fn()}")
-        return "\n".join(lines) + "\n"
 
 
 class Services:
@@ -197,6 +169,7 @@ class Services:
             return
         call = self.registry.create(caller=caller)
         call.correlation_id = ev.correlation_id
+        call.caller_raw_id = ev.caller_raw_id
         self.metrics.inc("calls")
         log.info("call %s: incoming from %s (%s), correlation %s", call.call_id, caller,
                  ev.caller_display_name or "no name", ev.correlation_id)
@@ -223,9 +196,16 @@ class Services:
         async def hang_up_at_acs(reason: str) -> None:
             await self._hang_up_at_acs(call, reason)
 
+        async def transfer(reason: str) -> None:
+            await self.transfer(call, reason)
+
         rate = transport.media.sample_rate if transport is not None else self.settings.media_sample_rate
+        extra: dict[str, Any] = {}
+        # transfer goes through ACS: offered on ACS calls only (transport None), when a target is configured
+        if transport is None and transfers.transfer_available(self) and _BRIDGE_TAKES_TRANSFER:
+            extra["on_transfer"] = transfer
         bridge = CallBridge(call.call_id, self.settings, self.connector, on_hang_up=on_hang_up or hang_up_at_acs,
-                            tap=call.recorder, apology=apology(rate), transport=transport)
+                            tap=call.recorder, apology=apology(rate), transport=transport, **extra)
         call.bridge = bridge
         call.stop_bridge = bridge.stop
         call.end_gracefully = bridge.end_gracefully
@@ -347,7 +327,12 @@ class Services:
         self.metrics.inc(f"acs_event_{ev.name}" if ev.name in ACS_EVENT_NAMES else "acs_event_other")
         level = logging.WARNING if ev.name.endswith("Failed") else logging.INFO
         log.log(level, "call %s: %s%s", call_id, ev.name, result)
-        if ev.name == "MediaStreamingFailed":
+        if ev.name in ("CallTransferAccepted", "CallTransferFailed"):
+            transfers.on_transfer_event(self, call, ev)
+        elif ev.name == "CallDisconnected" and call.transfer == "accepted":
+            # ACS removed callbot's leg after the transfer: the caller talks to a person now; nothing went wrong
+            self.registry.finish(call, "transferred")
+        elif ev.name == "MediaStreamingFailed":
             # the call is up but no audio flows either way: no apology can reach the caller, so hang up now rather
             # than leave them in silence (ACS could be asked to start streaming again, but a stream that failed
             # to connect once rarely connects on a second try within the seconds a caller waits)
@@ -355,12 +340,21 @@ class Services:
         elif ev.name in CALL_ENDING_EVENTS:
             self.registry.finish(call, ev.name)
 
+    async def transfer(self, call: Call, reason: str) -> None:
+        """Transfer the call to `CALLBOT_TRANSFER_TARGET` through ACS (see `callbot.transfers`); `TransferError`
+        when that cannot be done. The outcome reaches the bridge's `transfer_outcome` from the ACS callback."""
+        await transfers.request_transfer(self, call, reason)
+
     async def _hang_up_at_acs(self, call: Call, reason: str) -> None:
+        for_everyone = transfers.hang_up_scope(call)
+        if for_everyone is None:
+            log.info("call %s: not hanging up (%s): the call was transferred", call.call_id, reason)
+            return
         if call.recorder is not None:
-            call.recorder.rest("hang_up", {"reason": reason})
+            call.recorder.rest("hang_up", {"reason": reason, **({} if for_everyone else {"for_everyone": False})})
         if self.control is not None and call.connection_id:
             try:
-                await self.control.hang_up(call.connection_id)
+                await self.control.hang_up(call.connection_id, for_everyone=for_everyone)
             except CallControlError as exc:
                 log.error("call %s: hang-up failed: %s", call.call_id, exc)
 
@@ -379,6 +373,9 @@ class Services:
             if not bridge.finished.is_set():  # the server is stopping this handler
                 bridge.stop("media handler stopped")
             await _close_quietly(ws)
+
+
+_BRIDGE_TAKES_TRANSFER = "on_transfer" in inspect.signature(CallBridge).parameters  # TODO(lead): drop once it does
 
 
 async def _close_quietly(ws: WebSocket) -> None:

@@ -3,15 +3,16 @@
 Checks the HMAC-SHA256 signature as ACS does (``x-ms-date``/``Date`` within 15 minutes, ``x-ms-content-sha256``
 equal to the body's hash, signature over ``VERB\\npath?query\\n<signed header values>``), else 401
 ``{"error": {"code": "7509", "message": "HMAC-SHA256 validation failed: ..."}}`` (`callbot.local.acs_hmac`). Serves
-answer, reject, terminate, DELETE (hang up), transferToParticipant (`callbot.local.acs_transfer`) and GET call
-properties; unknown or ended calls get 404. Records every request;
-`post_callback` posts ACS-shaped CloudEvents. A repeated ``Repeatability-Request-ID`` gets the first reply.
+answer, reject, terminate, DELETE (hang up), transferToParticipant (`callbot.local.acs_requests`) and GET call
+properties; unknown or ended calls get 404. Records every request; `post_callback` posts ACS-shaped CloudEvents.
+A repeated ``Repeatability-Request-ID`` gets the first reply.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import re
@@ -28,14 +29,22 @@ from aiohttp import web
 
 from callbot.local.acs_events import callback_event, subscription_validation_event
 from callbot.local.acs_hmac import hmac_problem
-from callbot.local.acs_transfer import ACCEPTED_MESSAGE, FAILED_RESULT, TransferRequest, accepted_data, parse_transfer
+from callbot.local.acs_requests import (
+    ACCEPTED_MESSAGE,
+    FAILED_RESULT,
+    TransferRequest,
+    accepted_data,
+    check_streaming,
+    parse_transfer,
+    schemes,
+)
+from callbot.local.phone_messages import PhoneError
 
 __all__ = ["AcsServer", "AnsweredCall", "RecordedRequest", "subscription_validation_event"]
 
 logger = logging.getLogger(__name__)
 
 RequestKind = Literal["answer", "reject", "terminate", "hangup", "get", "transfer"]
-AUDIO_FORMATS = ("pcm16KMono", "pcm24KMono")
 _CALL_PATH = re.compile(r"/calling/callConnections/([^/:]+)(:terminate|:transferToParticipant)?")
 
 
@@ -136,6 +145,7 @@ class AcsServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
     @property
     def url(self) -> str:
         return f"http://{self._host}:{self._port}"
@@ -155,6 +165,23 @@ class AcsServer:
                 return await self._queues.setdefault(kind, asyncio.Queue()).get()
         except TimeoutError:
             raise TimeoutError(f"no {kind} request reached the ACS stand-in within {timeout} s") from None
+
+    async def wait_answered(self, context: str, *, within: float) -> AnsweredCall:
+        """The call answered for incoming call ``context`` (waiting up to ``within`` s); `PhoneError` when it was
+        rejected or not answered in time."""
+        deadline = time.monotonic() + within
+        while True:
+            for call in self.calls.values():
+                if call.incoming_call_context == context:
+                    return call
+            if any(ctx == context for ctx, _ in self.rejected):
+                raise PhoneError("callbot rejected the call")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PhoneError(f"callbot did not answer within {within:.0f} s")
+            with contextlib.suppress(TimeoutError):
+                await self.wait_for("answer", timeout=min(remaining, 0.5))
+            await asyncio.sleep(0)
 
     def incoming_call_event(self, caller: str = "+14255550123", callee: str = "+18005550100", *,
                             display_name: str = "") -> dict[str, Any]:
@@ -265,10 +292,10 @@ class AcsServer:
         if repeat_id and repeat_id in self._replies:
             return *self._replies[repeat_id], None
         callback = body.get("callbackUri")
-        if not isinstance(callback, str) or not callback.startswith(_schemes("https", self._require_tls)):
+        if not isinstance(callback, str) or not callback.startswith(schemes("https", self._require_tls)):
             return 400, _error("BadRequest", "callbackUri must be an absolute https URL."), None
         streaming = body.get("mediaStreamingOptions")
-        problem = _check_streaming(streaming, self._require_tls) if streaming is not None else None
+        problem = check_streaming(streaming, self._require_tls) if streaming is not None else None
         if problem:
             return 400, _error("BadRequest", problem), None
         minted = (_b64(uuid.uuid4().bytes), str(uuid.uuid4()), None)
@@ -359,22 +386,3 @@ def _route(method: str, path: str) -> tuple[RequestKind | None, str | None]:
         ("POST", ":transferToParticipant"): "transfer"}
     kind = kinds.get((method, match.group(2) or "")) if match else None
     return (kind, match.group(1)) if kind and match else (None, None)
-
-
-def _schemes(secure: str, require_tls: bool) -> tuple[str, ...]:
-    return (f"{secure}://",) if require_tls else (f"{secure}://", f"{secure[:-1]}://")
-
-
-def _check_streaming(options: Any, require_tls: bool) -> str | None:
-    if not isinstance(options, dict):
-        return "mediaStreamingOptions must be an object."
-    if options.get("transportType") != "websocket":
-        return "mediaStreamingOptions.transportType must be 'websocket'."
-    if options.get("audioChannelType") not in ("mixed", "unmixed"):
-        return "mediaStreamingOptions.audioChannelType must be 'mixed' or 'unmixed'."
-    if options.get("audioFormat") not in (None, *AUDIO_FORMATS):
-        return f"mediaStreamingOptions.audioFormat must be one of {', '.join(AUDIO_FORMATS)}."
-    url = options.get("transportUrl")
-    if not isinstance(url, str) or not url.startswith(_schemes("wss", require_tls)):
-        return "mediaStreamingOptions.transportUrl must be a wss:// URL."
-    return None

@@ -1,5 +1,5 @@
-"""The local ACS stand-in's ``transferToParticipant``: the body checked as ACS checks it, the recorded request, and the
-callbacks that tell the outcome.
+"""Request bodies the local ACS stand-in checks as ACS does: an answer's ``mediaStreamingOptions``, and
+``transferToParticipant``: its body, the recorded request, and the callbacks that tell the outcome.
 
 Wire names are the SDK's generated models' (``TransferToParticipantRequest``: ``targetParticipant``,
 ``operationContext``, ``operationCallbackUri``, ``transferee``, ``sourceCallerIdNumber``, ``customCallingContext``).
@@ -18,6 +18,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+AUDIO_FORMATS = ("pcm16KMono", "pcm24KMono")
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 FAILED_RESULT: Mapping[str, Any] = {"result_code": 480, "result_sub_code": 0,
                                     "result_message": "The transfer target did not answer."}
@@ -125,3 +126,24 @@ def accepted_data(request: TransferRequest, caller_raw_id: str | None) -> dict[s
     if transferee:
         data["transferee"] = identifier_model(transferee)
     return data
+
+
+def schemes(secure: str, require_tls: bool) -> tuple[str, ...]:
+    """URL prefixes accepted for ``secure`` (https, wss): also the plain one unless TLS is required."""
+    return (f"{secure}://",) if require_tls else (f"{secure}://", f"{secure[:-1]}://")
+
+
+def check_streaming(options: Any, require_tls: bool) -> str | None:
+    """What is wrong with an answer's ``mediaStreamingOptions``, or None."""
+    if not isinstance(options, dict):
+        return "mediaStreamingOptions must be an object."
+    if options.get("transportType") != "websocket":
+        return "mediaStreamingOptions.transportType must be 'websocket'."
+    if options.get("audioChannelType") not in ("mixed", "unmixed"):
+        return "mediaStreamingOptions.audioChannelType must be 'mixed' or 'unmixed'."
+    if options.get("audioFormat") not in (None, *AUDIO_FORMATS):
+        return f"mediaStreamingOptions.audioFormat must be one of {', '.join(AUDIO_FORMATS)}."
+    url = options.get("transportUrl")
+    if not isinstance(url, str) or not url.startswith(schemes("wss", require_tls)):
+        return "mediaStreamingOptions.transportUrl must be a wss:// URL."
+    return None

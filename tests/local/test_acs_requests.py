@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from callbot.local.acs_transfer import accepted_data, identifier_model, parse_transfer
+from callbot.local.acs_requests import accepted_data, identifier_model, parse_transfer
 
 
 @pytest.mark.parametrize(("body", "problem"), [
