@@ -16,16 +16,15 @@ import re
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 AUDIO_FORMATS = ("pcm16KMono", "pcm24KMono")
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
-FAILED_RESULT: Mapping[str, Any] = {"result_code": 480, "result_sub_code": 0,
-                                    "result_message": "The transfer target did not answer."}
+FAILED_RESULT: Mapping[str, Any] = MappingProxyType({"result_code": 480, "result_sub_code": 0,
+                                                     "result_message": "The transfer target did not answer."})
 ACCEPTED_MESSAGE = "The transfer completed successfully."
-_KINDS = {"phoneNumber": "phoneNumber", "communicationUser": "communicationUser",
-          "microsoftTeamsUser": "microsoftTeamsUser", "microsoftTeamsApp": "microsoftTeamsApp",
-          "teamsExtensionUser": "teamsExtensionUser"}
+_KINDS = ("phoneNumber", "communicationUser", "microsoftTeamsUser", "microsoftTeamsApp", "teamsExtensionUser")
 
 
 @dataclass(frozen=True)

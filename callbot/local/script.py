@@ -15,12 +15,14 @@ waits (bounded) for the call to end that way, and ``dial`` exits 0 only if it di
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Literal
 
 KEYS = frozenset("0123456789*#ABCD")
 Ending = Literal["transfer", "hangup"]
-_ENDINGS: dict[str, Ending] = {"transfer": "transfer", "hangup": "hangup"}
+_ENDINGS: Mapping[str, Ending] = MappingProxyType({"transfer": "transfer", "hangup": "hangup"})
 
 
 @dataclass(frozen=True)
