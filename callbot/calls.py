@@ -22,6 +22,7 @@ class Call:
     created_at: float
     caller: str = ""  # masked, for logs
     caller_id: str = ""  # the caller's number or raw id: personal data, for the operator's tools only (never logged)
+    caller_raw_id: str | None = None  # the caller's ACS raw id (4:+1... from the phone network): personal data
     connection_id: str | None = None
     correlation_id: str | None = None
     media_connected: bool = False
@@ -32,6 +33,7 @@ class Call:
     end_gracefully: Callable[[str], None] | None = None  # goodbye then hang-up, while a media bridge runs
     bridge: Any = None  # the call's CallBridge (typed Any: calls.py stays free of the bridge's imports)
     recorder: Any = None  # the call's CallRecorder when CALLBOT_RECORDINGS_DIR is set
+    transfer: str = ""  # "" / "requested" / "accepted" / "failed": a transfer to a human (callbot.transfers)
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 

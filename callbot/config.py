@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     callbot_tool_hold_ms: int = Field(1500, ge=0, le=30000)  # 0: no holding line
     callbot_transfer_message: str = "Please hold while I transfer you to a colleague."
     callbot_tools_file: Path | None = None  # operator HTTP tools and MCP servers (TOML; `callbot.tools`)
+    callbot_end_call_tool: bool = True  # the model gets an `end_call` function
+    callbot_transfer_target: str | None = None  # E.164 number or ACS raw id: the model gets `transfer_to_human`
 
     # The web phone (talk to the agent from a browser at /phone)
     callbot_web_phone: bool | None = None  # unset: on in local development mode, else off
@@ -128,6 +130,7 @@ class Settings(BaseSettings):
         "callbot_tools_file",
         "callbot_voice_endpoint_id",
         "callbot_voice_model",
+        "callbot_transfer_target",
         mode="before",
     )
     @classmethod
@@ -164,6 +167,31 @@ class Settings(BaseSettings):
             raise ValueError(f"{info.field_name.upper()} must be a URL with a scheme ({', '.join(sorted(schemes))}) "
                              f"and a host, e.g. https://example.com")
         return value.strip()
+
+    @field_validator("callbot_transfer_target")
+    @classmethod
+    def _transfer_target(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from callbot.acs.targets import parse_target  # the ACS SDK; imported late (it is large)
+
+        try:
+            parse_target(value)
+        except ValueError as exc:
+            raise ValueError(f"CALLBOT_TRANSFER_TARGET: {exc}") from None
+        return value.strip()
+
+    @field_validator("callbot_end_call_tool", mode="before")
+    @classmethod
+    def _end_call_switch(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in _ON:
+                return True
+            if lowered in _OFF - {""}:
+                return False
+            raise ValueError(f"CALLBOT_END_CALL_TOOL must be on or off, not {value.strip()[:20]!r}")
+        return value
 
     @field_validator("callbot_noise_reduction", "callbot_echo_cancellation")
     @classmethod

@@ -1,11 +1,23 @@
-"""The process's counters, labelled counters, summaries and gauges, rendered in the Prometheus text format at
-/metrics."""
+"""The process's counters, labelled counters, summaries and gauges (one `Metrics` per app instance, owned by
+`Services`), rendered in the Prometheus text format at /metrics."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
+
+# Call Automation events counted by name at /metrics; any other type counts as "other" (bounded metric names).
+ACS_EVENT_NAMES = frozenset({
+    "CallConnected", "CallDisconnected", "CallTransferAccepted", "CallTransferFailed", "ParticipantsUpdated",
+    "AddParticipantSucceeded", "AddParticipantFailed", "RemoveParticipantSucceeded", "RemoveParticipantFailed",
+    "CancelAddParticipantSucceeded", "CancelAddParticipantFailed", "PlayStarted", "PlayCompleted", "PlayFailed",
+    "PlayCanceled", "RecognizeCompleted", "RecognizeFailed", "RecognizeCanceled", "SendDtmfTonesCompleted",
+    "SendDtmfTonesFailed", "ContinuousDtmfRecognitionToneReceived", "ContinuousDtmfRecognitionToneFailed",
+    "ContinuousDtmfRecognitionStopped", "MediaStreamingStarted", "MediaStreamingStopped", "MediaStreamingFailed",
+    "TranscriptionStarted", "TranscriptionStopped", "TranscriptionUpdated", "TranscriptionFailed", "HoldFailed",
+    "AnswerFailed", "CreateCallFailed", "ConnectFailed",
+})
 
 
 def _label(value: str) -> str:

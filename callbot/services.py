@@ -16,6 +16,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from callbot import transfers
 from callbot.acs import events
 from callbot.acs.auth import AcsTokenVerifier
 from callbot.acs.control import CallControl, CallControlError, ConfigError
@@ -24,7 +25,7 @@ from callbot.bridge.runner import CallBridge
 from callbot.bridge.transport import Transport
 from callbot.calls import Call, CallRegistry
 from callbot.config import Settings
-from callbot.metrics import Metrics
+from callbot.metrics import ACS_EVENT_NAMES, Metrics
 from callbot.security import CallTokenSigner, EventGridAuth
 from callbot.tools import CallInfo, ToolRunner, ToolsFile, read_tools_file
 from callbot.tools.host import CallTools
@@ -37,17 +38,6 @@ log = logging.getLogger(__name__)
 MEDIA_CONNECT_TIMEOUT_S = 30.0
 GOODBYE_GRACE_S = 20.0  # after the drain time: a goodbye plays (bounded by the core's goodbye timeout) then hang-up
 CALL_ENDING_EVENTS = frozenset({"CallDisconnected", "MediaStreamingFailed", "AnswerFailed", "CreateCallFailed"})
-# Call Automation events counted by name at /metrics; any other type counts as "other" (bounded metric names).
-ACS_EVENT_NAMES = frozenset({
-    "CallConnected", "CallDisconnected", "CallTransferAccepted", "CallTransferFailed", "ParticipantsUpdated",
-    "AddParticipantSucceeded", "AddParticipantFailed", "RemoveParticipantSucceeded", "RemoveParticipantFailed",
-    "CancelAddParticipantSucceeded", "CancelAddParticipantFailed", "PlayStarted", "PlayCompleted", "PlayFailed",
-    "PlayCanceled", "RecognizeCompleted", "RecognizeFailed", "RecognizeCanceled", "SendDtmfTonesCompleted",
-    "SendDtmfTonesFailed", "ContinuousDtmfRecognitionToneReceived", "ContinuousDtmfRecognitionToneFailed",
-    "ContinuousDtmfRecognitionStopped", "MediaStreamingStarted", "MediaStreamingStopped", "MediaStreamingFailed",
-    "TranscriptionStarted", "TranscriptionStopped", "TranscriptionUpdated", "TranscriptionFailed", "HoldFailed",
-    "AnswerFailed", "CreateCallFailed", "ConnectFailed",
-})
 
 
 class Services:
@@ -187,6 +177,7 @@ class Services:
         call = self.registry.create(caller=caller)
         call.caller_id = ev.caller_phone or ev.caller_raw_id
         call.correlation_id = ev.correlation_id
+        call.caller_raw_id = ev.caller_raw_id
         self.metrics.inc("calls")
         log.info("call %s: incoming from %s (%s), correlation %s", call.call_id, caller,
                  ev.caller_display_name or "no name", ev.correlation_id)
@@ -213,12 +204,18 @@ class Services:
         async def hang_up_at_acs(reason: str) -> None:
             await self._hang_up_at_acs(call, reason)
 
+        async def transfer(reason: str) -> None:
+            await self.transfer(call, reason)
+
         rate = transport.media.sample_rate if transport is not None else self.settings.media_sample_rate
         tools = None
         if self.tools is not None and self.tool_runner is not None:
             tools = CallTools(self.tools, self.tool_runner, CallInfo(call.call_id, call.caller_id, call.correlation_id))
+        # transfer goes through ACS: offered on ACS calls only (transport None), when a target is configured
+        on_transfer = transfer if transport is None and transfers.transfer_available(self) else None
         bridge = CallBridge(call.call_id, self.settings, self.connector, on_hang_up=on_hang_up or hang_up_at_acs,
-                            tap=call.recorder, apology=apology(rate), transport=transport, tools=tools)
+                            tap=call.recorder, apology=apology(rate), transport=transport, tools=tools,
+                            on_transfer=on_transfer)
         call.bridge = bridge
         call.stop_bridge = bridge.stop
         call.end_gracefully = bridge.end_gracefully
@@ -259,9 +256,6 @@ class Services:
             ("tool_holds", stats.tool_holds),
             ("mcp_approvals", stats.mcp_approvals),
             ("agent_hangups", stats.agent_hangups),
-            ("transfers_requested", stats.transfers_requested),
-            ("transfers_accepted", stats.transfers_accepted),
-            ("transfers_failed", stats.transfers_failed),
             ("caller_frames", stats.caller_frames),
             ("bot_frames", stats.bot_frames),
         ):
@@ -351,7 +345,12 @@ class Services:
         self.metrics.inc(f"acs_event_{ev.name}" if ev.name in ACS_EVENT_NAMES else "acs_event_other")
         level = logging.WARNING if ev.name.endswith("Failed") else logging.INFO
         log.log(level, "call %s: %s%s", call_id, ev.name, result)
-        if ev.name == "MediaStreamingFailed":
+        if ev.name in ("CallTransferAccepted", "CallTransferFailed"):
+            transfers.on_transfer_event(self, call, ev)
+        elif ev.name == "CallDisconnected" and call.transfer == "accepted":
+            # ACS removed callbot's leg after the transfer: the caller talks to a person now; nothing went wrong
+            self.registry.finish(call, "transferred")
+        elif ev.name == "MediaStreamingFailed":
             # the call is up but no audio flows either way: no apology can reach the caller, so hang up now rather
             # than leave them in silence (ACS could be asked to start streaming again, but a stream that failed
             # to connect once rarely connects on a second try within the seconds a caller waits)
@@ -359,12 +358,21 @@ class Services:
         elif ev.name in CALL_ENDING_EVENTS:
             self.registry.finish(call, ev.name)
 
+    async def transfer(self, call: Call, reason: str) -> None:
+        """Transfer the call to `CALLBOT_TRANSFER_TARGET` through ACS (see `callbot.transfers`); `TransferError`
+        when that cannot be done. The outcome reaches the bridge's `transfer_outcome` from the ACS callback."""
+        await transfers.request_transfer(self, call, reason)
+
     async def _hang_up_at_acs(self, call: Call, reason: str) -> None:
+        for_everyone = transfers.hang_up_scope(call)
+        if for_everyone is None:
+            log.info("call %s: not hanging up (%s): the call was transferred", call.call_id, reason)
+            return
         if call.recorder is not None:
-            call.recorder.rest("hang_up", {"reason": reason})
+            call.recorder.rest("hang_up", {"reason": reason, **({} if for_everyone else {"for_everyone": False})})
         if self.control is not None and call.connection_id:
             try:
-                await self.control.hang_up(call.connection_id)
+                await self.control.hang_up(call.connection_id, for_everyone=for_everyone)
             except CallControlError as exc:
                 log.error("call %s: hang-up failed: %s", call.call_id, exc)
 
@@ -383,6 +391,8 @@ class Services:
             if not bridge.finished.is_set():  # the server is stopping this handler
                 bridge.stop("media handler stopped")
             await _close_quietly(ws)
+
+
 
 
 async def _close_quietly(ws: WebSocket) -> None:

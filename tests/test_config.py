@@ -123,3 +123,20 @@ def test_a_voice_that_cannot_be_used_is_refused_at_start(monkeypatch: pytest.Mon
 def test_transcripts_stay_out_of_info_logs_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings(monkeypatch).callbot_log_transcripts is False
     assert settings(monkeypatch, CALLBOT_LOG_TRANSCRIPTS="on").callbot_log_transcripts is True
+
+
+def test_transfer_target_is_unset_by_default_and_checked_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings(monkeypatch).callbot_transfer_target is None
+    assert settings(monkeypatch, CALLBOT_TRANSFER_TARGET="").callbot_transfer_target is None
+    assert settings(monkeypatch, CALLBOT_TRANSFER_TARGET=" +14255550123 ").callbot_transfer_target == "+14255550123"
+    assert settings(monkeypatch, CALLBOT_TRANSFER_TARGET="8:acs:r_u").callbot_transfer_target == "8:acs:r_u"
+    with pytest.raises(ValidationError, match="CALLBOT_TRANSFER_TARGET: the transfer target must be an E.164"):
+        settings(monkeypatch, CALLBOT_TRANSFER_TARGET="4255550123")
+
+
+def test_end_call_tool_is_on_by_default_and_takes_on_or_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings(monkeypatch).callbot_end_call_tool is True
+    assert settings(monkeypatch, CALLBOT_END_CALL_TOOL="off").callbot_end_call_tool is False
+    assert settings(monkeypatch, CALLBOT_END_CALL_TOOL="ON").callbot_end_call_tool is True
+    with pytest.raises(ValidationError, match="CALLBOT_END_CALL_TOOL must be on or off"):
+        settings(monkeypatch, CALLBOT_END_CALL_TOOL="sometimes")

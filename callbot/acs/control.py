@@ -1,4 +1,4 @@
-"""Call control over the async ACS Call Automation SDK: answer, reject, hang up, read a call's state.
+"""Call control over the async ACS Call Automation SDK: answer, reject, hang up, transfer, read a call's state.
 
 One `CallControl` (one `CallAutomationClient`, one HTTP session) per process. Every SDK failure becomes a
 `CallControlError` that carries the HTTP status and ACS error code but never a key, token or request body.
@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from azure.communication.callautomation import (
     AudioFormat,
     CallConnectionProperties,
+    CommunicationIdentifier,
     MediaStreamingAudioChannelType,
     MediaStreamingContentType,
     MediaStreamingOptions,
+    PhoneNumberIdentifier,
     StreamingTransportType,
 )
 from azure.communication.callautomation.aio import CallAutomationClient
@@ -204,6 +206,20 @@ class CallControl:
             raise _error_from(exc, "hang up") from None
         logger.info("hung up call connection %s", call_connection_id)
         return True
+
+    async def transfer(self, call_connection_id: str, target: CommunicationIdentifier, *, operation_context: str,
+                       source_caller_id: PhoneNumberIdentifier | None = None) -> None:
+        """Ask ACS to transfer the call to ``target`` (a blind transfer: ACS rings the target, and once it accepts
+        removes this application's leg). Returns when ACS has taken the request (HTTP 202); the outcome arrives
+        as a ``CallTransferAccepted`` / ``CallTransferFailed`` callback carrying ``operation_context``.
+        ``source_caller_id``: the number the target sees calling (PSTN targets only; ACS ignores it otherwise)."""
+        connection = self._client.get_call_connection(call_connection_id)
+        try:
+            await connection.transfer_call_to_participant(
+                target, operation_context=operation_context, source_caller_id_number=source_caller_id)
+        except AzureError as exc:
+            raise _error_from(exc, "transfer") from None
+        logger.info("transfer requested: call connection %s, %s", call_connection_id, target.kind.value)
 
     async def _properties(self, call_connection_id: str) -> CallConnectionProperties | None:
         """The call connection's properties, or None when the call is gone."""

@@ -68,7 +68,8 @@ class Leave:
 
 
 class TransferError(Exception):
-    """A transfer that could not even be asked for (no call connection, ACS refused the request)."""
+    """A transfer that could not even be asked for (no call connection, ACS refused the request); the text is short
+    and safe to give the model."""
 
 
 Action = PlayAudio | StopPlayback | VlSend | HangUp | Notify | RunTool | Transfer | Leave

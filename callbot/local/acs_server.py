@@ -2,45 +2,50 @@
 
 Checks the HMAC-SHA256 signature as ACS does (``x-ms-date``/``Date`` within 15 minutes, ``x-ms-content-sha256``
 equal to the body's hash, signature over ``VERB\\npath?query\\n<signed header values>``), else 401
-``{"error": {"code": "7509", "message": "HMAC-SHA256 validation failed: ..."}}``. Serves answer, reject,
-terminate, DELETE (hang up) and GET call properties; unknown or ended calls get 404. Records every request;
-`post_callback` posts ACS-shaped CloudEvents. A repeated ``Repeatability-Request-ID`` gets the first reply.
+``{"error": {"code": "7509", "message": "HMAC-SHA256 validation failed: ..."}}`` (`callbot.local.acs_hmac`). Serves
+answer, reject, terminate, DELETE (hang up), transferToParticipant (`callbot.local.acs_requests`) and GET call
+properties; unknown or ended calls get 404. Records every request; `post_callback` posts ACS-shaped CloudEvents.
+A repeated ``Repeatability-Request-ID`` gets the first reply.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
+import contextlib
 import json
 import logging
 import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from types import MappingProxyType
 from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
 
+from callbot.local.acs_events import callback_event, subscription_validation_event
+from callbot.local.acs_hmac import hmac_problem
+from callbot.local.acs_requests import (
+    ACCEPTED_MESSAGE,
+    FAILED_RESULT,
+    TransferRequest,
+    accepted_data,
+    check_streaming,
+    parse_transfer,
+    schemes,
+)
+from callbot.local.phone_messages import PhoneError
+
+__all__ = ["AcsServer", "AnsweredCall", "RecordedRequest", "subscription_validation_event"]
+
 logger = logging.getLogger(__name__)
 
-RequestKind = Literal["answer", "reject", "terminate", "hangup", "get"]
-API_VERSION = "2026-03-12"
-EVENT_PREFIX = "Microsoft.Communication."
-MAX_CLOCK_SKEW_SECONDS = 15 * 60
-AUDIO_FORMATS = ("pcm16KMono", "pcm24KMono")
-_OK_MESSAGE = "Action completed successfully."
-_CALL_PATH = re.compile(r"/calling/callConnections/([^/:]+)(:terminate)?")
-_STREAMING_STATUS = MappingProxyType({"MediaStreamingStarted": ("mediaStreamingStarted", "subscriptionStarted"),
-                     "MediaStreamingStopped": ("mediaStreamingStopped", "subscriptionStopped"),
-                     "MediaStreamingFailed": ("mediaStreamingFailed", "streamConnectionUnsuccessful")})
+RequestKind = Literal["answer", "reject", "terminate", "hangup", "get", "transfer"]
+_CALL_PATH = re.compile(r"/calling/callConnections/([^/:]+)(:terminate|:transferToParticipant)?")
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class AnsweredCall:
     media_streaming: Mapping[str, Any] | None  # mediaStreamingOptions exactly as received
     transport_url: str | None
     audio_format: str | None
+    caller_raw_id: str | None = None  # from the IncomingCall event the stand-in made, when it made it
 
 
 CallHook = Callable[[AnsweredCall], Coroutine[Any, Any, None]]
@@ -82,21 +88,14 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def subscription_validation_event(validation_code: str | None = None) -> dict[str, Any]:
-    """An Event Grid `SubscriptionValidationEvent` (Event Grid schema), as Event Grid sends it."""
-    code = validation_code or str(uuid.uuid4()).upper()
-    return {"id": str(uuid.uuid4()), "topic": "/subscriptions/00000000-0000-0000-0000-000000000000",
-            "subject": "", "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
-            "eventTime": datetime.now(UTC).isoformat(), "metadataVersion": "1", "dataVersion": "2",
-            "data": {"validationCode": code, "validationUrl": None}}
-
-
 class AcsServer:
     """``access_key``: a connection string's base64 key (str) or the raw key (bytes); None: a random one.
-    ``require_tls``: refuse non-https callback and non-wss transport URLs, as ACS does."""
+    ``require_tls``: refuse non-https callback and non-wss transport URLs, as ACS does. ``fail_transfers_to``:
+    transfer targets (E.164 numbers or raw ids) whose transfers end in CallTransferFailed. ``authorize``: gives the
+    Authorization header of the callbacks the stand-in sends itself (transfer outcomes); None: sent without one."""
 
     def __init__(self, access_key: bytes | str | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 require_tls: bool = False) -> None:
+                 require_tls: bool = False, fail_transfers_to: Collection[str] = ()) -> None:
         if access_key is None:
             access_key = secrets.token_bytes(32)
         self._key = base64.b64decode(access_key, validate=True) if isinstance(access_key, str) else access_key
@@ -107,8 +106,12 @@ class AcsServer:
         self.rejected: list[tuple[str, str | None]] = []  # (incoming call context, reason)
         self.on_answer: CallHook | None = None
         self.on_hangup: CallHook | None = None
+        self.on_transferred: Callable[[AnsweredCall, TransferRequest], Coroutine[Any, Any, None]] | None = None
+        self.authorize: Callable[[], str] | None = None
+        self.fail_transfers_to = set(fail_transfers_to)
+        self.transfers: list[TransferRequest] = []  # every transfer request answered 202, in order
         self.hook_errors: list[BaseException] = []
-        self._contexts: dict[str, tuple[str, str]] = {}  # call context -> (serverCallId, correlationId)
+        self._contexts: dict[str, tuple[str, str, str]] = {}  # call context -> (serverCallId, correlationId, caller)
         self._replies: dict[str, tuple[int, Any]] = {}  # Repeatability-Request-ID -> first answer reply
         self._faults: dict[str, list[int]] = {}
         self._queues: dict[str, asyncio.Queue[RecordedRequest]] = {}
@@ -142,6 +145,7 @@ class AcsServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
     @property
     def url(self) -> str:
         return f"http://{self._host}:{self._port}"
@@ -162,6 +166,23 @@ class AcsServer:
         except TimeoutError:
             raise TimeoutError(f"no {kind} request reached the ACS stand-in within {timeout} s") from None
 
+    async def wait_answered(self, context: str, *, within: float) -> AnsweredCall:
+        """The call answered for incoming call ``context`` (waiting up to ``within`` s); `PhoneError` when it was
+        rejected or not answered in time."""
+        deadline = time.monotonic() + within
+        while True:
+            for call in self.calls.values():
+                if call.incoming_call_context == context:
+                    return call
+            if any(ctx == context for ctx, _ in self.rejected):
+                raise PhoneError("callbot rejected the call")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PhoneError(f"callbot did not answer within {within:.0f} s")
+            with contextlib.suppress(TimeoutError):
+                await self.wait_for("answer", timeout=min(remaining, 0.5))
+            await asyncio.sleep(0)
+
     def incoming_call_event(self, caller: str = "+14255550123", callee: str = "+18005550100", *,
                             display_name: str = "") -> dict[str, Any]:
         """An Event Grid `Microsoft.Communication.IncomingCall` event shaped like Microsoft's documentation;
@@ -170,7 +191,7 @@ class AcsServer:
         context = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0." + claims.rstrip("=") + "."
         server_call_id = _b64(f"https://acs.local/api/v2/cp/conv-{uuid.uuid4().hex}/".encode())
         correlation_id = str(uuid.uuid4())
-        self._contexts[context] = (server_call_id, correlation_id)
+        self._contexts[context] = (server_call_id, correlation_id, f"4:{caller}")
 
         def ident(number: str) -> dict[str, Any]:
             return {"kind": "phoneNumber", "rawId": f"4:{number}", "phoneNumber": {"value": number}}
@@ -185,35 +206,10 @@ class AcsServer:
                 "metadataVersion": "1", "eventTime": datetime.now(UTC).isoformat()}
 
     def callback_event(self, event_type: str, call_connection_id: str, data: Mapping[str, Any] | None = None,
-                       *, result_code: int | None = None, result_sub_code: int = 0,
-                       result_message: str | None = None) -> dict[str, Any]:
-        """One CloudEvent shaped like ACS's callbacks (``event_type``: ``CallConnected`` or the full type)."""
-        full = event_type if "." in event_type else EVENT_PREFIX + event_type
-        name = full.rsplit(".", 1)[-1]
-        call = self.calls.get(call_connection_id)
-        failed = name.endswith("Failed")
-        payload: dict[str, Any] = {
-            "version": API_VERSION,
-            "operationContext": call.operation_context if call else None,
-            "resultInformation": {
-                "code": result_code if result_code is not None else (500 if failed else 200),
-                "subCode": result_sub_code,
-                "message": result_message or ("Action failed." if failed else _OK_MESSAGE),
-            },
-            "callConnectionId": call_connection_id,
-            "serverCallId": call.server_call_id if call else None,
-            "correlationId": call.correlation_id if call else None,
-            "publicEventType": full,
-        }
-        if name in _STREAMING_STATUS:
-            status, details = _STREAMING_STATUS[name]
-            payload["mediaStreamingUpdate"] = {"contentType": "Audio", "mediaStreamingStatus": status,
-                                               "mediaStreamingStatusDetails": details}
-        payload.update(data or {})
-        subject = f"calling/callConnections/{call_connection_id}"
-        return {"id": str(uuid.uuid4()), "source": subject, "type": full, "data": payload,
-                "time": datetime.now(UTC).isoformat(), "specversion": "1.0",
-                "datacontenttype": "application/json", "subject": subject}
+                       **result: Any) -> dict[str, Any]:
+        """One CloudEvent shaped like ACS's callbacks (``event_type``: ``CallConnected`` or the full type);
+        ``result``: result_code, result_sub_code, result_message (see `callbot.local.acs_events.callback_event`)."""
+        return callback_event(event_type, call_connection_id, self.calls.get(call_connection_id), data, **result)
 
     async def post_callback(self, callback_url: str, event_type: str, call_connection_id: str,
                             data: Mapping[str, Any] | None = None, authorization: str | None = None,
@@ -243,34 +239,6 @@ class AcsServer:
                     raise
         raise AssertionError("unreachable")
 
-    def _verify(self, request: web.Request, raw: bytes) -> str | None:
-        """None when the HMAC-SHA256 signature is valid, else why not (never a key or expected signature)."""
-        scheme, _, params = request.headers.get("Authorization", "").partition(" ")
-        if scheme != "HMAC-SHA256":
-            return "missing or non HMAC-SHA256 Authorization header"
-        fields = dict(part.partition("=")[::2] for part in params.split("&"))
-        signed = [name.strip().lower() for name in fields.get("SignedHeaders", "").split(";")]
-        date_names = [name for name in signed if name in ("x-ms-date", "date")]
-        if not fields.get("Signature") or not date_names or not {"host", "x-ms-content-sha256"} <= set(signed):
-            return "SignedHeaders must name x-ms-date (or date), host and x-ms-content-sha256, and a Signature"
-        values = [request.headers.get(name) for name in signed]
-        if any(value is None for value in values):
-            return "a signed header is missing from the request"
-        try:
-            sent = parsedate_to_datetime(request.headers[date_names[0]])
-            skew = abs((datetime.now(UTC) - sent).total_seconds())
-        except (TypeError, ValueError):
-            return "the request date is not an RFC 1123 date"
-        if skew > MAX_CLOCK_SKEW_SECONDS:
-            return f"the request date is {skew:.0f} s away from the server clock"
-        if request.headers["x-ms-content-sha256"] != _b64(hashlib.sha256(raw).digest()):
-            return "x-ms-content-sha256 does not match the request body"
-        to_sign = f"{request.method.upper()}\n{request.raw_path}\n{';'.join(v or '' for v in values)}"
-        expected = _b64(hmac.new(self._key, to_sign.encode("utf-8"), hashlib.sha256).digest())
-        if not hmac.compare_digest(expected.encode(), fields["Signature"].encode()):
-            return "the signature does not match"
-        return None
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
@@ -278,7 +246,7 @@ class AcsServer:
         except ValueError:
             body = None
         kind, call_id = _route(request.method, request.path)
-        problem = self._verify(request, raw)
+        problem = hmac_problem(request, raw, self._key)
         hook: _Hook = None
         if problem is not None:
             status, payload = 401, _error("7509", f"HMAC-SHA256 validation failed: {problem}")
@@ -292,6 +260,8 @@ class AcsServer:
         elif kind in ("answer", "reject"):
             repeat_id = request.headers.get("Repeatability-Request-ID")
             status, payload, hook = self._incoming(kind, body, repeat_id)
+        elif kind == "transfer":
+            status, payload, hook = self._transfer(call_id or "", body)
         else:
             status, payload, hook = self._connection(kind, call_id or "")
         authorized = problem is None
@@ -322,20 +292,20 @@ class AcsServer:
         if repeat_id and repeat_id in self._replies:
             return *self._replies[repeat_id], None
         callback = body.get("callbackUri")
-        if not isinstance(callback, str) or not callback.startswith(_schemes("https", self._require_tls)):
+        if not isinstance(callback, str) or not callback.startswith(schemes("https", self._require_tls)):
             return 400, _error("BadRequest", "callbackUri must be an absolute https URL."), None
         streaming = body.get("mediaStreamingOptions")
-        problem = _check_streaming(streaming, self._require_tls) if streaming is not None else None
+        problem = check_streaming(streaming, self._require_tls) if streaming is not None else None
         if problem:
             return 400, _error("BadRequest", problem), None
-        minted = (_b64(uuid.uuid4().bytes), str(uuid.uuid4()))
-        server_call_id, correlation_id = self._contexts.get(context) or minted
+        minted = (_b64(uuid.uuid4().bytes), str(uuid.uuid4()), None)
+        server_call_id, correlation_id, caller = self._contexts.get(context) or minted
         call = AnsweredCall(
             call_connection_id=str(uuid.uuid4()), server_call_id=server_call_id,
             correlation_id=correlation_id, incoming_call_context=context, callback_uri=callback,
             operation_context=body.get("operationContext"), media_streaming=streaming,
             transport_url=streaming.get("transportUrl") if streaming else None,
-            audio_format=streaming.get("audioFormat") if streaming else None)
+            audio_format=streaming.get("audioFormat") if streaming else None, caller_raw_id=caller)
         self.calls[call.call_connection_id] = call
         self.states[call.call_connection_id] = "connecting"
         reply = self._properties(call)
@@ -351,6 +321,37 @@ class AcsServer:
             return 200, self._properties(call), None
         self.states[call_id] = "disconnected"
         return 204, None, (self.on_hangup, call)
+
+    def _transfer(self, call_id: str, body: Any) -> tuple[int, Any, _Hook]:
+        call = self.calls.get(call_id)
+        if call is None or self.states.get(call_id) == "disconnected":
+            return 404, _error("NotFound", "Call not found."), None
+        request = parse_transfer(call_id, body, call.callback_uri, self.fail_transfers_to)
+        if isinstance(request, str):
+            return 400, _error("BadRequest", request), None
+        self.transfers.append(request)
+
+        async def outcome(answered: AnsweredCall) -> None:
+            await self._transfer_outcome(answered, request)
+
+        return 202, {"operationContext": request.operation_context}, (outcome, call)
+
+    async def _transfer_outcome(self, call: AnsweredCall, request: TransferRequest) -> None:
+        """As ACS: CallTransferFailed; or CallTransferAccepted, the media stream ends, then CallDisconnected."""
+        authorization = self.authorize() if self.authorize is not None else None
+        context = {"operationContext": request.operation_context}
+        connection_id = call.call_connection_id
+        if request.fails:
+            await self.post_callback(request.callback_uri, "CallTransferFailed", connection_id, context,
+                                     authorization, **FAILED_RESULT)
+            return
+        self.states[connection_id] = "disconnected"  # the application's leg is gone: hang-ups now get 404
+        await self.post_callback(request.callback_uri, "CallTransferAccepted", connection_id,
+                                 {**context, **accepted_data(request, call.caller_raw_id)}, authorization,
+                                 result_message=ACCEPTED_MESSAGE)
+        if self.on_transferred is not None:
+            await self.on_transferred(call, request)
+        await self.post_callback(call.callback_uri, "CallDisconnected", connection_id, None, authorization)
 
     def _properties(self, call: AnsweredCall) -> dict[str, Any]:
         reply: dict[str, Any] = {
@@ -380,26 +381,8 @@ def _route(method: str, path: str) -> tuple[RequestKind | None, str | None]:
     if method == "POST" and path == "/calling/callConnections:reject":
         return "reject", None
     match = _CALL_PATH.fullmatch(path)
-    kinds: dict[tuple[str, bool], RequestKind] = {("POST", True): "terminate", ("GET", False): "get",
-                                                  ("DELETE", False): "hangup"}
-    kind = kinds.get((method, bool(match.group(2)))) if match else None
+    kinds: dict[tuple[str, str], RequestKind] = {
+        ("POST", ":terminate"): "terminate", ("GET", ""): "get", ("DELETE", ""): "hangup",
+        ("POST", ":transferToParticipant"): "transfer"}
+    kind = kinds.get((method, match.group(2) or "")) if match else None
     return (kind, match.group(1)) if kind and match else (None, None)
-
-
-def _schemes(secure: str, require_tls: bool) -> tuple[str, ...]:
-    return (f"{secure}://",) if require_tls else (f"{secure}://", f"{secure[:-1]}://")
-
-
-def _check_streaming(options: Any, require_tls: bool) -> str | None:
-    if not isinstance(options, dict):
-        return "mediaStreamingOptions must be an object."
-    if options.get("transportType") != "websocket":
-        return "mediaStreamingOptions.transportType must be 'websocket'."
-    if options.get("audioChannelType") not in ("mixed", "unmixed"):
-        return "mediaStreamingOptions.audioChannelType must be 'mixed' or 'unmixed'."
-    if options.get("audioFormat") not in (None, *AUDIO_FORMATS):
-        return f"mediaStreamingOptions.audioFormat must be one of {', '.join(AUDIO_FORMATS)}."
-    url = options.get("transportUrl")
-    if not isinstance(url, str) or not url.startswith(_schemes("wss", require_tls)):
-        return "mediaStreamingOptions.transportUrl must be a wss:// URL."
-    return None

@@ -30,16 +30,20 @@ def _out(line: str = "") -> None:
 def register_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dial = sub.add_parser("dial", help="phone simulator: play ACS and a caller against a running callbot",
                           description="Places a call to callbot as ACS would (IncomingCall webhook, ACS REST "
-                          "answer/hang-up with HMAC check, signed media socket) using the local development "
-                          "profile that 'callbot serve' trusts when no ACS is configured, and speaks as the "
-                          "caller.")  # fmt: skip
+                          "answer/hang-up/transfer with HMAC check, signed media socket, key presses as DtmfData) "
+                          "using the local development profile that 'callbot serve' trusts when no ACS is "
+                          "configured, and speaks as the caller. The transcript shows key presses, a transfer "
+                          "('** transferred to ...': the call is then the target's) and the agent hanging "
+                          "up.")  # fmt: skip
     dial.add_argument("url", help="callbot's base URL, e.g. http://127.0.0.1:8000")
     source = dial.add_mutually_exclusive_group()
     source.add_argument("--say", action="append", metavar="TEXT", help="say TEXT (repeat for more turns; default: "
                         f"{DEFAULT_DIAL_TEXT!r})")  # fmt: skip
     source.add_argument("--wav", type=Path, metavar="FILE", help="play a 16-bit PCM WAV file as the caller")
     source.add_argument("--script", type=Path, metavar="FILE", help="a script of turns: 'say TEXT', 'pause SECONDS', "
-                        "'barge-in SECONDS TEXT' lines")  # fmt: skip
+                        "'barge-in SECONDS TEXT', 'press KEYS' (keypad: 0-9 * # A-D, e.g. 'press 1 2 3 #'; every # "
+                        "on the line is a key) lines, and last 'expect transfer' or 'expect hangup': the call must "
+                        "end that way (exit 0 only then)")  # fmt: skip
     dial.add_argument("--out", type=Path, default=Path("."), help=f"where {DIAL_WAV} and {DIAL_BOT_WAV} are written")
     dial.add_argument("--secret", help="webhook secret (default: CALLBOT_WEBHOOK_SECRET, else the local profile's)")
     dial.add_argument("--greeting-wait", type=float, default=5.0, metavar="S",
@@ -166,7 +170,8 @@ async def _dial(args: argparse.Namespace, settings: object, profile: object, sec
 
         report = await run_script(call, turns, transcript=Transcript(call.connected_at, _out), bot_text=heard,
                                   greeting_wait_s=args.greeting_wait, agent_heard=agent_heard)  # fmt: skip
-        await call.hang_up()
+        if call.transferred_to is None:  # a transferred call goes on between the caller and the target
+            await call.hang_up()
     except (PhoneError, OSError, aiohttp.ClientError) as exc:  # TimeoutError is an OSError
         _out(_failure(exc, args.url))
         return 2
@@ -186,7 +191,8 @@ async def _dial(args: argparse.Namespace, settings: object, profile: object, sec
     if report.ended_early is not None:
         _out(f"call ended early: {report.ended_early}")
         return 2
-    _out(f"call ended: {call.end_reason or 'the caller hung up'}")
+    expected = " (as the script expected)" if report.ended_as_expected else ""
+    _out(f"call ended: {call.end_reason or 'the caller hung up'}{expected}")
     return 0 if report.ok else 1
 
 

@@ -23,6 +23,7 @@ import aiohttp
 import orjson
 
 from callbot.local.acs_identity import JwksServer, LocalAcsIdentity
+from callbot.local.acs_requests import TransferRequest
 from callbot.local.acs_server import AcsServer, AnsweredCall
 from callbot.local.phone_messages import (
     CALLBOT_HUNG_UP,
@@ -59,6 +60,8 @@ class PhoneCall:
     close_code: int | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # media socket closed, or either side hung up
     end_reason: str | None = None  # why, in words (the first cause seen)
+    ended_at: float | None = None  # time.monotonic() of the end
+    transferred_to: str | None = None  # callbot transferred the call there (ACS accepted it)
     frames_sent: int = 0
     leg: TelephoneLeg | None = None
     connected_at: float = 0.0
@@ -101,7 +104,7 @@ class PhoneCall:
     def end(self, reason: str) -> None:
         """The call is over (the first reason given is kept)."""
         if self.end_reason is None:
-            self.end_reason = reason
+            self.end_reason, self.ended_at = reason, time.monotonic()
         self.ended.set()
         self.changed.set()
 
@@ -269,6 +272,8 @@ class PhoneNetwork:
         self.jwks = JwksServer()
         self.acs = AcsServer(access_key, host=host, port=acs_port)
         self.acs.on_hangup = self._hung_up
+        self.acs.on_transferred = self._transferred
+        self.acs.authorize = self.authorization  # the stand-in signs the transfer callbacks it sends itself
         self.http: aiohttp.ClientSession | None = None
         self.calls: list[PhoneCall] = []
         self.telephone_leg = telephone_leg
@@ -287,6 +292,14 @@ class PhoneNetwork:
         for call in self.calls:
             if call.answered.call_connection_id == answered.call_connection_id:
                 call.end(CALLBOT_HUNG_UP)
+
+    async def _transferred(self, answered: AnsweredCall, request: TransferRequest) -> None:
+        """ACS accepted callbot's transfer: the caller now talks to the target, and callbot's media stream ends."""
+        for call in self.calls:
+            if call.answered.call_connection_id == answered.call_connection_id:
+                call.transferred_to = request.target_label
+                call.end(f"transferred to {request.target_label}")
+                await call.close()
 
     async def start(self) -> None:
         if self.identity is None:
@@ -350,7 +363,7 @@ class PhoneNetwork:
         status = await self.post_incoming_call(callbot_url, secret, event)
         if status != 200:
             raise PhoneError(f"callbot answered the IncomingCall webhook with HTTP {status}")
-        answered = await self._wait_answered(context, within=answer_timeout)
+        answered = await self.acs.wait_answered(context, within=answer_timeout)
         answered_at = time.monotonic()
         if connected_event:
             await self.acs.post_callback(answered.callback_uri, "CallConnected", answered.call_connection_id,
@@ -378,20 +391,3 @@ class PhoneNetwork:
             await self.acs.post_callback(answered.callback_uri, "MediaStreamingStarted",
                                          answered.call_connection_id, authorization=self.authorization())
         return call
-
-    async def _wait_answered(self, context: str, *, within: float) -> AnsweredCall:
-        deadline = time.monotonic() + within
-        while True:
-            for call in self.acs.calls.values():
-                if call.incoming_call_context == context:
-                    return call
-            if any(ctx == context for ctx, _ in self.acs.rejected):
-                raise PhoneError("callbot rejected the call")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise PhoneError(f"callbot did not answer within {within:.0f} s")
-            try:
-                await self.acs.wait_for("answer", timeout=min(remaining, 0.5))
-            except TimeoutError:
-                pass
-            await asyncio.sleep(0)

@@ -60,3 +60,10 @@ def audio_message(pcm: bytes, *, silent: bool = False, participant: str = "4:+14
         "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "participantRawID": participant, "data": base64.b64encode(pcm).decode("ascii"), "silent": silent,
     }}).decode()
+
+
+def dtmf_message(key: str, *, participant: str = "4:+14255550123") -> str:
+    """One key press as ACS streams it to the media socket (``enableDtmfTones``): a ``DtmfData`` message."""
+    return orjson.dumps({"kind": "DtmfData", "dtmfData": {
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"), "participantRawID": participant,
+        "data": key}}).decode()

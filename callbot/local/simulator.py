@@ -1,11 +1,6 @@
 """The caller's side of a simulated call: scripted turns on a live line, what came back, and the measurements.
 
-A script is a list of `Turn`s. Text form (``callbot dial --script FILE``), one directive a line, ``#`` comments::
-
-    pause 0.5                         # silence before the next turn
-    say what are your opening hours   # speak once the bot has answered the previous turn and gone quiet
-    say do you deliver
-    barge-in 1.2 where are you        # speak 1.2 s after the bot's reply starts, over it
+A script is a list of `Turn`s (`callbot.local.script`: say, pause, barge-in, press keys, expect an ending).
 
 `run_script` plays it on a `PhoneCall` line (one 20 ms frame every 20 ms, silence in between), groups the bot's
 audio into bursts (a gap of 400 ms, or a StopAudio, ends one), prints a live transcript and measures: time to
@@ -25,61 +20,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
+
 from callbot.local.heard import AgentHeard, HeardTracker, heard_matches
 from callbot.local.phone import PhoneCall, PhoneError, Utterance
+from callbot.local.phone_messages import CALLBOT_HUNG_UP, dtmf_message
+from callbot.local.script import Turn, parse_script
 from callbot.local.telephone import TelephoneLeg, playout, write_wav
+
+__all__ = ["BotMonitor", "Burst", "CallReport", "Transcript", "Turn", "TurnResult", "parse_script", "run_script"]
 
 if TYPE_CHECKING:
     from callbot.local.speech import Speaker
 
 BURST_GAP_S = 0.4
+KEY_SPACING_S = 0.15  # between key presses, as a person types on a keypad
+END_WAIT_S = 30.0  # an expected ending (transfer, hang-up) must come this long after the last reply at most
 CALLER_VOICE = ("en-us", 175, 60)
 """The simulated caller's espeak voice, words per minute and pitch (recognised exactly by the stand-in)."""
-
-
-@dataclass(frozen=True)
-class Turn:
-    text: str  # what the caller says (for recorded audio: a label)
-    audio: bytes | None = None  # recorded audio at the media rate; None: synthesised from ``text``
-    pause_s: float = 0.0
-    barge_in_s: float | None = None  # speak this long after the bot's reply starts, interrupting it
 
 
 def caller_speaker() -> Speaker:
     from callbot.local.speech import Speaker  # the 'local' extra
 
     return Speaker(CALLER_VOICE[0], rate_wpm=CALLER_VOICE[1], pitch=CALLER_VOICE[2])
-
-
-def parse_script(text: str) -> list[Turn]:
-    """Turns from the text form (see the module docstring); ``ValueError`` names the bad line."""
-    turns: list[Turn] = []
-    pause = 0.0
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        word, _, rest = line.partition(" ")
-        rest = rest.strip()
-        try:
-            if word == "pause":
-                pause += float(rest)
-            elif word == "say" and rest:
-                turns.append(Turn(rest, pause_s=pause))
-                pause = 0.0
-            elif word == "barge-in":
-                delay, _, said = rest.partition(" ")
-                if not said.strip():
-                    raise ValueError("barge-in needs a delay and what to say")
-                turns.append(Turn(said.strip(), pause_s=pause, barge_in_s=float(delay)))
-                pause = 0.0
-            else:
-                raise ValueError(f"unknown directive {word!r} (pause, say, barge-in)")
-        except ValueError as exc:
-            raise ValueError(f"script line {number}: {exc}") from None
-    if not turns:
-        raise ValueError("the script has no turns")
-    return turns
 
 
 @dataclass
@@ -104,7 +68,7 @@ class TurnResult:
     @property
     def recognised(self) -> bool | None:
         """Whether the agent heard what was said; None when unknown or not judged (recorded audio)."""
-        if self.heard is None or self.turn.audio is not None:
+        if self.heard is None or self.turn.audio is not None or self.turn.keys is not None:
             return None
         return heard_matches(self.turn.text, self.heard)
 
@@ -228,6 +192,16 @@ class CallReport:
     planned: int = 0  # turns in the script
     ended_early: str | None = None  # the call ended before the script was done: why
     heard_available: bool = False  # what the agent heard was known (the offline stand-in's channel)
+    expected_end: str | None = None  # the script's `expect`: "transfer" or "hangup"
+
+    @property
+    def ended_as_expected(self) -> bool | None:
+        """Whether the call ended the way the script expected (None: it expected nothing)."""
+        if self.expected_end is None:
+            return None
+        if self.expected_end == "transfer":
+            return self.call.transferred_to is not None
+        return self.call.end_reason == CALLBOT_HUNG_UP
 
     @property
     def time_to_answer_s(self) -> float:
@@ -237,7 +211,8 @@ class CallReport:
     def ok(self) -> bool:
         return (self.ended_early is None and all(t.answered for t in self.turns)
                 and all(t.recognised is not False for t in self.turns)
-                and all(t.stopped_bot for t in self.turns if t.turn.barge_in_s is not None))  # fmt: skip
+                and all(t.stopped_bot for t in self.turns if t.turn.barge_in_s is not None)
+                and self.ended_as_expected is not False)  # fmt: skip
 
     def summary(self) -> list[str]:
         lines = [f"time to answer: {self.time_to_answer_s * 1000:.0f} ms (IncomingCall -> answer)"]
@@ -263,6 +238,9 @@ class CallReport:
             first, last = len(self.turns) + 1, self.planned
             which = f"turn {first}" if first == last else f"turns {first}-{last}"
             lines.append(f"{which}: NOT PLAYED (the call ended)")
+        if self.ended_as_expected is False:
+            wanted = "a transfer" if self.expected_end == "transfer" else "the agent hanging up"
+            lines.append(f"call ending: expected {wanted}, but: {self.call.end_reason or 'the call was still up'}")
         if not self.heard_available and self.turns:
             lines.append("what the agent heard: not available (callbot offers it only with the offline stand-in)")
         return lines
@@ -291,6 +269,7 @@ async def run_script(
 
     monitor = BotMonitor(call, on_burst)
     watcher = asyncio.create_task(monitor.run())
+    ending = asyncio.create_task(_announce_end(call, transcript))
     call.start_line()
     results: list[TurnResult] = []
     try:
@@ -299,7 +278,8 @@ async def run_script(
             await monitor.wait_quiet(quiet_s)
         await heard.start()
         for turn in turns:
-            pcm = turn.audio if turn.audio is not None else await speaker.synthesize_async(turn.text, call.sample_rate)
+            pcm = turn.audio if turn.audio is not None or turn.keys else await speaker.synthesize_async(
+                turn.text, call.sample_rate)
             if results:
                 reply = await monitor.wait_reply(results[-1].utterance.speech_end_at, reply_timeout_s)
                 await heard.collect(results[-1])
@@ -309,13 +289,18 @@ async def run_script(
                     await monitor.wait_quiet(quiet_s)
             await asyncio.sleep(turn.pause_s)
             try:
-                result = TurnResult(turn, await call.say(pcm))
+                if turn.keys:
+                    result = TurnResult(turn, await press(call, turn.keys))
+                    transcript.add(result.utterance.started_at, "**", f"caller pressed {turn.text}")
+                else:
+                    result = TurnResult(turn, await call.say(pcm or b""))
             except PhoneError:  # the call ended (the report says why) or the line stalled
                 if not call.ended.is_set():
                     raise
                 break
             results.append(result)
-            transcript.add(result.utterance.speech_at, "caller", turn.text)
+            if not turn.keys:
+                transcript.add(result.utterance.speech_at, "caller", turn.text)
             if turn.barge_in_s is not None:
                 _judge_barge_in(call, result)
                 if result.barge_in_s is not None:
@@ -325,10 +310,15 @@ async def run_script(
             await monitor.wait_reply(results[-1].utterance.speech_end_at, reply_timeout_s)
             await heard.collect(results[-1])
         await monitor.wait_quiet(quiet_s)
+        expected = turns[-1].ends_with if turns else None
+        if expected is not None and len(results) == len(turns):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(call.ended.wait(), END_WAIT_S)
     finally:
         watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        if not call.ended.is_set():
+            ending.cancel()
+        await asyncio.gather(watcher, ending, return_exceptions=True)
     await monitor.finish()
     for index, result in enumerate(results):
         until = results[index + 1].utterance.speech_at if index + 1 < len(results) else float("inf")
@@ -336,7 +326,35 @@ async def run_script(
     first = results[0].utterance.speech_at if results else float("inf")
     greeting = next((b for b in monitor.bursts if b.start < first), None)
     early = call.end_reason if call.ended.is_set() and len(results) < len(turns) else None
-    return CallReport(call, results, monitor.bursts, transcript, greeting, len(turns), early, heard.available)
+    return CallReport(call, results, monitor.bursts, transcript, greeting, len(turns), early, heard.available,
+                      turns[-1].ends_with if turns else None)
+
+
+async def press(call: PhoneCall, keys: str, spacing_s: float = KEY_SPACING_S) -> Utterance:
+    """Press ``keys`` on the caller's keypad: one ACS DtmfData message per key, ``spacing_s`` apart (the line's
+    audio frames go on meanwhile); `PhoneError` if the call has ended."""
+    times: list[float] = []
+    for index, key in enumerate(keys):
+        if call.ended.is_set():
+            raise PhoneError(f"the call ended before the caller pressed a key: {call.end_reason}")
+        if index:
+            await asyncio.sleep(spacing_s)
+        try:
+            await call.send_raw(dtmf_message(key))
+        except (ConnectionResetError, aiohttp.ClientError) as exc:
+            raise PhoneError(f"the media socket is gone ({type(exc).__name__})") from None
+        times.append(time.monotonic())
+    return Utterance(times[0], times[-1], times[0], times[-1])
+
+
+async def _announce_end(call: PhoneCall, transcript: Transcript) -> None:
+    """When callbot ends the call, say so in the transcript: a transfer (and where to) or the agent hanging up."""
+    await call.ended.wait()
+    at = call.ended_at or time.monotonic()
+    if call.transferred_to is not None:
+        transcript.add(at, "**", f"transferred to {call.transferred_to}")
+    elif call.end_reason == CALLBOT_HUNG_UP:
+        transcript.add(at, "**", "the agent hung up")
 
 
 def _judge_barge_in(call: PhoneCall, result: TurnResult) -> None:

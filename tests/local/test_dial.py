@@ -203,3 +203,23 @@ async def test_export_wav_into_a_missing_directory_is_one_line(tmp_path: Path) -
     assert result.code == 2 and result.out == "", result
     assert result.err.splitlines() == ["callbot: cannot write missing/call.wav: the directory missing does not "
                                        "exist"], result.err  # fmt: skip
+
+
+# -- the keypad --------------------------------------------------------------------------------------------------
+
+
+async def test_dial_presses_keys_that_reach_callbot_as_dtmf_and_shows_them(tmp_path: Path) -> None:
+    from tests.test_app_calls import eventually, metrics
+
+    (tmp_path / "call.script").write_text("say what are your opening hours\npress 1 2 3 #\n")
+    async with local_callbot(tmp_path, callbot_instructions=FAQ, callbot_greeting=GREETING) as cb:
+        result = await run_cli(tmp_path, "dial", cb.url, "--script", "call.script", "--greeting-wait", "3")
+        await eventually(lambda: not cb.services.registry.calls, 10, "the call ended at callbot")
+        counted = await metrics(cb)
+    assert any(line.endswith("] ** caller pressed 1 2 3 #") for line in result.lines), result.out
+    assert counted["callbot_dtmf_keys_total"] == 4, counted
+    assert counted["callbot_dtmf_sequences_total"] == 1, "the # ends the sequence: one text turn for the model"
+    heard = [line for line in result.lines if "] agent heard: " in line]
+    assert heard[-1].endswith("agent heard: The caller pressed 1 2 3 #"), result.out
+    assert 'turn 2 "1 2 3 #": NOT ANSWERED' not in result.lines, result.out
+    assert result.code == 0, result

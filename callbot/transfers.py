@@ -1,0 +1,99 @@
+"""Transfer to a human, the ACS side: ask ACS to transfer the call, route its outcome to the call's bridge, and keep
+callbot from hanging up a call it has handed over.
+
+Caller id rule: when the target is a phone number and the caller called from the phone network (raw id
+``4:+<E.164>``), the caller's own number is sent as ``source_caller_id_number``, so the person who answers sees who
+is calling (and can call them back). ACS uses that field only for PSTN targets; for an ACS or Teams target nothing
+is sent (they see the transferee's identity), and for a caller who is not a phone number nothing is sent either (ACS
+then shows the number the call came in on).
+
+Hang-ups: once ACS has accepted a transfer, callbot's leg is gone and the caller talks to someone else: callbot never
+hangs that call up. While a transfer is under way (requested, no outcome yet), a hang-up the bridge asks for leaves
+only callbot's own leg (``is_for_everyone=False``), so the transfer can still complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from callbot.acs.control import CallControlError
+from callbot.acs.targets import caller_phone_number, describe, is_phone_number, parse_target
+from callbot.bridge.actions import TransferError
+
+if TYPE_CHECKING:
+    from callbot.acs.events import CallEvent
+    from callbot.calls import Call
+    from callbot.services import Services
+
+log = logging.getLogger(__name__)
+
+OPERATION_PREFIX = "transfer:"
+MAX_DETAIL = 160
+
+
+def transfer_available(svc: Services) -> bool:
+    """A transfer target is configured and ACS call control is up."""
+    return svc.settings.callbot_transfer_target is not None and svc.control is not None
+
+
+async def request_transfer(svc: Services, call: Call, reason: str) -> None:
+    """Ask ACS to transfer ``call`` to the configured target; `TransferError` (short, safe for the model) when it
+    cannot be asked or refuses. The outcome comes later as a callback (`on_transfer_event`)."""
+    target_setting = svc.settings.callbot_transfer_target
+    if target_setting is None or svc.control is None:
+        raise TransferError("transfer to a person is not available on this line")
+    if call.ended or not call.connection_id:
+        raise TransferError("the call is not connected")
+    if call.transfer in ("requested", "accepted"):
+        raise TransferError("a transfer is already under way")
+    target = parse_target(target_setting)  # checked at start: cannot fail here
+    caller_id = caller_phone_number(call.caller_raw_id) if is_phone_number(target) else None
+    svc.metrics.inc("transfers_requested")
+    log.info("call %s: transfer to %s requested (reason: %d characters, caller id %s)", call.call_id,
+             describe(target), len(reason), "the caller's number" if caller_id is not None else "not set")
+    log.debug("call %s: transfer reason: %s", call.call_id, reason)
+    if call.recorder is not None:
+        call.recorder.rest("transfer", {"target": target.raw_id, "reason": reason,
+                                        "caller_id": caller_id is not None})
+    call.transfer = "requested"
+    try:
+        await svc.control.transfer(call.connection_id, target, operation_context=OPERATION_PREFIX + call.call_id,
+                                   source_caller_id=caller_id)
+    except CallControlError as exc:
+        call.transfer = "failed"
+        svc.metrics.inc("transfers_failed")
+        log.error("call %s: transfer failed: %s", call.call_id, exc)
+        status = f" (HTTP {exc.status})" if exc.status is not None else ""
+        raise TransferError(f"the phone system refused the transfer{status}") from None
+
+
+def on_transfer_event(svc: Services, call: Call, ev: CallEvent) -> None:
+    """CallTransferAccepted / CallTransferFailed: tell the bridge (when it takes transfer outcomes)."""
+    accepted = ev.name == "CallTransferAccepted"
+    if accepted:
+        call.transfer = "accepted"
+        svc.metrics.inc("transfers_accepted")
+        detail = ""
+    else:
+        call.transfer = "failed"
+        svc.metrics.inc("transfers_failed")
+        detail = failure_detail(ev)
+    outcome = getattr(call.bridge, "transfer_outcome", None)
+    if outcome is not None:
+        outcome(accepted, detail)
+
+
+def failure_detail(ev: CallEvent) -> str:
+    """A short reason for the model: ACS's result message and code (they hold no secret), bounded."""
+    message = (ev.result_message or "the transfer failed").strip()
+    code = f" (code {ev.result_code}/{ev.result_sub_code})" if ev.result_code is not None else ""
+    return (message[: MAX_DETAIL - len(code)] + code).strip()
+
+
+def hang_up_scope(call: Call) -> bool | None:
+    """How callbot may hang ``call`` up: True for everyone, False its own leg only (a transfer is under way),
+    None not at all (the call was transferred)."""
+    if call.transfer == "accepted":
+        return None
+    return call.transfer != "requested"
