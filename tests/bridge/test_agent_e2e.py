@@ -234,3 +234,51 @@ async def test_a_reconnect_after_a_tool_call_restores_the_call_and_its_output(
         outputs = [i for i in restored if i["type"] == "function_call_output"]
         assert outputs and outputs[0]["call_id"] == call_id and "shipped" in outputs[0]["output"]
         await call.hang_up()
+
+
+TARGET = "+14255550100"
+
+
+async def test_the_model_transfers_the_caller_the_handover_line_plays_then_acs_takes_the_call_and_it_stays_up(
+        phone: PhoneNetwork, voicelive: VoiceLiveServer) -> None:
+    async with run_callbot(azure_voicelive_endpoint=voicelive.url, callbot_transfer_target=TARGET,
+                           callbot_transfer_message="Transferring you now.", **phone_env(phone)) as cb:
+        call = await place(phone, cb.url)
+        session = await ready_session(voicelive)
+        assert [t["name"] for t in session.received[0]["session"]["tools"]] == ["end_call", "transfer_to_human"]
+        await session.start_response(audio=b"", items=0, calls=(
+            FunctionCall("transfer_to_human", '{"reason": "the caller asked for a person"}'),))
+        line = await session.wait_for("response.create", timeout=10.0)
+        assert line["response"]["pre_generated_assistant_message"]["content"][0]["text"] == "Transferring you now."
+        request = await phone.acs.wait_for("transfer", timeout=15.0)
+        assert request.body["targetParticipant"]["rawId"] == f"4:{TARGET}"
+        frames_before = sum(1 for r in call.received if r.kind == "AudioData")
+        assert frames_before * 20 >= len("Transferring you now.") * 60 - 40, "the line played before the transfer"
+        async with asyncio.timeout(10):
+            await call.ended.wait()
+        assert call.end_reason == f"transferred to {TARGET}"
+        assert [r for r in phone.acs.requests if r.kind in ("terminate", "hangup")] == [], "never hung up"
+        async with asyncio.timeout(5):
+            await cb.services.registry.wait_idle()
+        text = await metrics(cb.url)
+        assert "callbot_transfers_accepted_total 1" in text
+        assert items_of(session, "function_call_output") == [], "the model is not asked to go on"
+
+
+async def test_a_failed_transfer_is_told_to_the_model_which_carries_on_with_the_caller(
+        phone: PhoneNetwork, voicelive: VoiceLiveServer) -> None:
+    phone.acs.fail_transfers_to.add(TARGET)
+    async with run_callbot(azure_voicelive_endpoint=voicelive.url, callbot_transfer_target=TARGET,
+                           callbot_transfer_message="", **phone_env(phone)) as cb:
+        call = await place(phone, cb.url)
+        session = await ready_session(voicelive)
+        handle = await session.start_response(audio=b"", items=0, calls=(FunctionCall("transfer_to_human", "{}"),))
+        await session.wait_for("conversation.item.create", timeout=15.0)
+        output = items_of(session, "function_call_output")
+        assert output[0]["call_id"] == handle.calls[0].call_id
+        assert json.loads(output[0]["output"])["error"].startswith("the transfer failed: ")
+        await session.wait_for("response.create", timeout=5.0)
+        assert not call.ended.is_set(), "the call goes on"
+        await call.hang_up()
+        text = await metrics(cb.url)
+        assert "callbot_transfers_failed_total 1" in text
