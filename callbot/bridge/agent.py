@@ -10,7 +10,8 @@ listing the response's items):
 - a tool that takes longer than `hold_after_s` while nothing plays gets the holding line, once per batch: no dead air.
 - `end_call`: the call ends like a goodbye: the response that called it plays to its end (a barge-in no longer stops
   it), then HangUp("agent_hung_up"); bounded by `goodbye_timeout_s`.
-- `transfer_to_human`: once the calling response is done, the handover line is said; once it has played, `Transfer`.
+- `transfer_to_human`: once the calling response is done, the handover line is said (unless that response spoke
+  already: the model's own words are the handover); once it has played, `Transfer`.
   `transfer_outcome` ends the bridge without hanging up (accepted: `Leave`) or tells the model why not (failed).
 - MCP approval requests are answered with `approve_mcp` (None: refused).
 Answered calls are conversation turns: restored (call, then output) after a Voice Live reconnect; calls still
@@ -64,6 +65,7 @@ class AgentActions:
         goodbye_response: str | None
         end_reason: str
         active_response: str | None
+        last_audio_response: str | None
         personal_level: int
 
         def _say(self, text: str) -> VlSend: ...
@@ -176,7 +178,9 @@ class AgentActions:
 
     def _handover(self, now: float) -> list[Action]:
         self.transfer_state, self.transfer_since = "handover", now
-        if self.cfg.transfer_message and self.ready:
+        assert self.transfer is not None
+        spoke = self.transfer.response_id == self.last_audio_response  # the model said its own handover words
+        if self.cfg.transfer_message and self.ready and not spoke:
             self.handover_response = "pending"
             return [self._say(self.cfg.transfer_message)]
         return self._agent_due(now)

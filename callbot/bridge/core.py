@@ -50,6 +50,7 @@ class BridgeCore(AgentActions):
         self.ended = False
         self.preconnect: deque[str] = deque(maxlen=max(1, self.cfg.preconnect_buffer_ms // FRAME_MS))
         self.active_response: str | None = None
+        self.last_audio_response: str | None = None  # the last response that sent audio
         self.cancelled: dict[str, None] = {}  # ordered: oldest pruned first
         # Ending: "model" waits for the model's goodbye response to finish playing, "local" for local audio.
         self.ending_via: str | None = None
@@ -308,6 +309,7 @@ class BridgeCore(AgentActions):
         except ValueError:  # binascii.Error, or text that is not ASCII
             log.warning("call %s: undecodable audio delta skipped", self.cfg.call_id)
             return
+        self.last_audio_response = rid
         item = self.playback.item(item_id, rid)
         content_index = ev.get("content_index")
         item.content_index = content_index if isinstance(content_index, int) else 0

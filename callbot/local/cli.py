@@ -54,9 +54,10 @@ def register_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     demo = sub.add_parser("demo", help="one offline end-to-end phone call: callbot + Voice Live stand-in + phone "
                           "simulator", description="Runs callbot with its offline Voice Live stand-in and the phone "
-                          "simulator in one process on free ports; a scripted 3-turn call with one barge-in. Exit "
-                          "status 0 only if every caller turn was recognised and answered and the barge-in stopped "
-                          "the bot.")  # fmt: skip
+                          "simulator in one process on free ports; a scripted 4-turn call with one barge-in that ends "
+                          "with the caller asking for a person and being transferred. Exit status 0 only if every "
+                          "caller turn was recognised and answered, the barge-in stopped the bot and the call was "
+                          "transferred.")  # fmt: skip
     demo.add_argument("--out", type=Path, default=Path("."), help="where demo-call.wav and demo-recordings/ go "
                       "(default: the current directory)")  # fmt: skip
     demo.add_argument("--script", type=Path, metavar="FILE", help="another script of turns (as for dial)")
@@ -228,7 +229,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for path in result.recordings:
         _out(f"call recording: {path}")
     if result.ok:
-        _out("PASS: every caller turn was recognised and answered, and the barge-in stopped the bot")
+        _out("PASS: every caller turn was recognised and answered, the barge-in stopped the bot, and the call was "
+             "transferred")
         return 0
     _out("FAIL: see above")
     return 1

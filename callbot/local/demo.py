@@ -2,7 +2,8 @@
 
 callbot (the real app under uvicorn, on a free loopback port) with its built-in offline Voice Live stand-in, and
 the phone simulator playing ACS and a caller: the caller's speech goes through a telephone leg (8 kHz G.711),
-callbot answers, the stand-in recognises and replies, the caller interrupts a reply and the bot stops. The
+callbot answers, the stand-in recognises and replies, the caller interrupts a reply and the bot stops, and at the
+end the caller asks for a person: the model calls ``transfer_to_human`` and ACS transfers the call. The
 security checks stay on (ACS-signed JWTs against the simulator's JWKS, per-call URL tokens, webhook secret)
 with throw-away keys. The bot's lines are what the stand-in said (cut where the caller stopped hearing them);
 "recognised" means the stand-in's transcription of a caller turn matches the scripted text (as `callbot dial`
@@ -39,7 +40,9 @@ DEMO_SCRIPT = (
     Turn("what are your opening hours"),
     Turn("do you deliver"),
     Turn("where are you", barge_in_s=1.5),
+    Turn("i want to speak to a person", ends_with="transfer"),
 )
+DEMO_TRANSFER_TARGET = "+14255550100"  # the colleague the demo's caller is handed to (the ACS stand-in's)
 WAV_NAME = "demo-call.wav"
 RECORDINGS_DIR = "demo-recordings"  # under the output directory
 
@@ -81,6 +84,7 @@ def demo_settings(port: int, phone: PhoneNetwork, secret: str, out_dir: Path, **
         "callbot_turn_detection": "server_vad",
         "callbot_vad_silence_ms": 500,
         "callbot_recordings_dir": out_dir / RECORDINGS_DIR if recording_supported() else None,
+        "callbot_transfer_target": DEMO_TRANSFER_TARGET,
         **{k.lower(): v for k, v in phone.env().items()},
     }
     values.update(overrides)
@@ -138,7 +142,8 @@ async def run_demo(
             call = await phone.place_call(url, secret)
             report = await run_script(call, list(turns), transcript=Transcript(call.connected_at, sink),
                                       bot_text=standin_lines(events, call.sample_rate))  # fmt: skip
-            await call.hang_up()
+            if not call.ended.is_set():
+                await call.hang_up()
             with contextlib.suppress(TimeoutError):  # the call winds down (and its recording closes)
                 async with asyncio.timeout(5.0):
                     await services.registry.wait_idle()

@@ -269,7 +269,7 @@ async def run_script(
 
     monitor = BotMonitor(call, on_burst)
     watcher = asyncio.create_task(monitor.run())
-    ending = asyncio.create_task(_announce_end(call, transcript))
+    ending = asyncio.create_task(_announce_end(call, transcript, monitor))
     call.start_line()
     results: list[TurnResult] = []
     try:
@@ -347,9 +347,11 @@ async def press(call: PhoneCall, keys: str, spacing_s: float = KEY_SPACING_S) ->
     return Utterance(times[0], times[-1], times[0], times[-1])
 
 
-async def _announce_end(call: PhoneCall, transcript: Transcript) -> None:
-    """When callbot ends the call, say so in the transcript: a transfer (and where to) or the agent hanging up."""
+async def _announce_end(call: PhoneCall, transcript: Transcript, monitor: BotMonitor) -> None:
+    """When callbot ends the call, say so in the transcript (after the bot's last words): a transfer (and where to)
+    or the agent hanging up."""
     await call.ended.wait()
+    await monitor.finish()
     at = call.ended_at or time.monotonic()
     if call.transferred_to is not None:
         transcript.add(at, "**", f"transferred to {call.transferred_to}")

@@ -240,3 +240,13 @@ def test_the_session_offers_end_call_always_transfer_where_possible_and_the_oper
     assert [t["name"] for t in acs.session["tools"]] == ["end_call", "transfer_to_human"]
     assert acs.session["tool_choice"] == "auto"
     assert builtin_tools(False, False) == []
+
+
+def test_no_handover_line_when_the_model_spoke_in_the_response_that_asked_for_the_transfer() -> None:
+    core = transfer_core()
+    start_response(core, 0.0, "r1", "item_1")
+    delta(core, 0.0, 300, "r1", "item_1")  # "Sure, I will put you through."
+    actions = call_done(core, 0.1, "r1", call_item("t", "transfer_to_human"))
+    assert said(actions) == [], "the model's own words are the handover"
+    transfers = [(t, a) for t, a in run_clock(core, 0.1, 1.0) if isinstance(a, Transfer)]
+    assert len(transfers) == 1 and transfers[0][0] >= 0.3, "after the model's words have played"

@@ -9,11 +9,13 @@ import sys
 import wave
 from pathlib import Path
 
-from callbot.local.demo import BAKERY_GREETING, BAKERY_INSTRUCTIONS
+from callbot.local.demo import BAKERY_GREETING, BAKERY_INSTRUCTIONS, DEMO_TRANSFER_TARGET
 from callbot.local.faq import parse_faq
+from callbot.recording import load_recording
+from callbot.replay import check_recording
 
 
-async def test_demo_call_is_heard_answered_and_interrupted(tmp_path: Path) -> None:
+async def test_demo_call_is_heard_answered_interrupted_and_transferred(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "ACS_", "CALLBOT_"))}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "callbot", "demo", "--out", "out", cwd=tmp_path, env=env,
@@ -32,12 +34,17 @@ async def test_demo_call_is_heard_answered_and_interrupted(tmp_path: Path) -> No
     barge_in = re.fullmatch(r"\*\* caller barged in: bot stopped after (\d+) ms", said[6])
     assert barge_in and int(barge_in.group(1)) < 1000
     assert said[7] == f"bot: {answers['Where are you?']}"
+    assert said[8] == "caller: i want to speak to a person"
+    assert said[9] == f"bot: {answers['I want to speak to a person']}".split(" TOOL ")[0]
+    assert said[10] == f"** transferred to {DEMO_TRANSFER_TARGET}", "the call ends with the transfer"
     times = [float(line[1:8].rstrip("s")) for line in transcript]
-    assert times[:6] == sorted(times[:6])
-    for number in (1, 2, 3):
+    assert times == sorted(times)
+    for number in (1, 2, 3, 4):
         assert re.search(rf"turn {number} \".+\": end of caller speech -> first bot audio \d+ ms", out)
     assert "time to answer:" in out and "PASS" in out
     with wave.open(str(tmp_path / "out" / "demo-call.wav")) as wav:
         assert wav.getnchannels() == 2 and wav.getnframes() > wav.getframerate() * 10
     recordings = list((tmp_path / "out" / "demo-recordings").glob("*.jsonl"))
     assert len(recordings) == 1 and f"call recording: {Path('out', 'demo-recordings', recordings[0].name)}" in out
+    report = check_recording(load_recording(recordings[0]))
+    assert report.ok, report.text()  # the whole call, tool call and transfer included, replays as it happened
