@@ -57,7 +57,7 @@ NO_TRANSFER = "I am the offline demo responder, I cannot transfer calls. I can a
 OK_YES = "All right."
 OK_NO = "Okay, no problem."
 YOU_SAID = "You said: {text}."
-FIXED_REPLIES = (NOT_UNDERSTOOD, GOODBYE, WELCOME, HELLO, NO_TRANSFER, OK_YES, OK_NO, CANNOT_DO, TRANSFERRING)
+FIXED_REPLIES = (NOT_UNDERSTOOD, GOODBYE, WELCOME, HELLO, NO_TRANSFER, OK_YES, OK_NO)
 UNAVAILABLE: Mapping[str, str] = MappingProxyType({"transfer_to_human": NO_TRANSFER})
 """What is said instead of calling a tool the session does not declare (else `CANNOT_DO`)."""
 
@@ -215,13 +215,25 @@ def caller_phrases(instructions: str, extra: Iterable[str] = ()) -> list[str]:
     return _unique([*phrases, *COMMON_PHRASES, *extra])
 
 
-def bot_phrases(instructions: str, greeting: str = "", extra_caller: Iterable[str] = ()) -> list[str]:
-    """Everything the responder can say (for a recogniser listening to the bot, e.g. the phone simulator)."""
+def bot_phrases(
+    instructions: str, greeting: str = "", extra_caller: Iterable[str] = (), tools: Collection[str] = ()
+) -> list[str]:
+    """Everything the responder can say (for a recogniser listening to the bot, e.g. the phone simulator).
+
+    ``tools``: the function tools the sessions declare (``transfer_to_human``, ``end_call``, ...). Sentences about
+    tools are included only for those and for the tools the FAQ calls or has templates for: every extra sentence
+    makes the phrase recogniser less sure of the others."""
     callers = caller_phrases(instructions, extra_caller)
     said = [YOU_SAID.format(text=" ".join(normalize_words(c))) for c in callers]
-    answers = [parse_answer(entry.answer).speech for entry in faq_entries(instructions)]
-    templates = parse_templates(instructions).sentences()
-    return _unique([*([greeting] if greeting else []), *answers, *FIXED_REPLIES, *templates, *said])
+    parsed = [parse_answer(entry.answer) for entry in faq_entries(instructions)]
+    names = {*tools, *(c.name for a in parsed for c in a.calls)}
+    tool_sentences = parse_templates(instructions).sentences(names)
+    if "transfer_to_human" in names:
+        tool_sentences.append(TRANSFERRING)
+    if any(a.calls for a in parsed):
+        tool_sentences.append(CANNOT_DO)
+    answers = [a.speech for a in parsed]
+    return _unique([*([greeting] if greeting else []), *answers, *FIXED_REPLIES, *tool_sentences, *said])
 
 
 def _unique(phrases: Iterable[str]) -> list[str]:

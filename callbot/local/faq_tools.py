@@ -122,22 +122,31 @@ class Templates:
 
     ok: Mapping[str, str]
     error: Mapping[str, str]
+    own: frozenset[str] = frozenset()  # tools with a template line in the instructions (not only built in)
 
-    def sentences(self) -> list[str]:
-        """Every template and fixed sentence, fields removed (for a recogniser's vocabulary)."""
-        found = [*self.ok.values(), *self.error.values(), TOOL_FAILED, TOOL_SAYS]
-        return [" ".join(_FIELD.sub(" ", s).split()) for s in found]
+    def sentences(self, tools: Iterable[str]) -> list[str]:
+        """The sentences the outputs of ``tools`` and of the instructions' templates can give, fields removed
+        (for a recogniser's vocabulary); none when neither has any."""
+        names = set(tools) | self.own
+        if not names:
+            return []
+        found = [t for n in sorted(names) for t in (self.ok.get(n), self.error.get(n)) if t]
+        return [" ".join(_FIELD.sub(" ", s).split()) for s in [*found, TOOL_FAILED, TOOL_SAYS]]
 
 
 def parse_templates(instructions: str) -> Templates:
     """The ``T:`` / ``T!:`` lines of ``instructions``, over `BUILTIN_TEMPLATES`."""
     ok: dict[str, str] = {}
     error: dict[str, str] = {}
-    for line in [*BUILTIN_TEMPLATES.splitlines(), *instructions.splitlines()]:
+    own: set[str] = set()
+    builtin = BUILTIN_TEMPLATES.splitlines()
+    for number, line in enumerate([*builtin, *instructions.splitlines()]):
         match = _TEMPLATE.match(line)
         if match:
             (error if match.group(1) else ok)[match.group(2)] = match.group(3)
-    return Templates(ok, error)
+            if number >= len(builtin):
+                own.add(match.group(2))
+    return Templates(ok, error, frozenset(own))
 
 
 def render_output(name: str, output: str, templates: Templates) -> str:

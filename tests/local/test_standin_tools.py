@@ -265,9 +265,12 @@ async def test_the_sample_faq_transfers_a_spoken_request_for_a_person(standin: S
 
 def test_the_vocabularies_know_the_new_sentences() -> None:
     assert "I want to speak to a person" in caller_phrases(DEFAULT_INSTRUCTIONS)
-    said = bot_phrases(DEFAULT_INSTRUCTIONS)
+    said = bot_phrases(DEFAULT_INSTRUCTIONS)  # its FAQ calls transfer_to_human
     assert {TRANSFERRING, TRANSFER_FAILED, CANNOT_DO} <= set(said)
     assert ["order", "is"] in [normalize_words(p) for p in bot_phrases(FAQ)]  # "Order {order} is {status}."
+    plain = "Q: Do you deliver?\nA: Yes.\n"
+    assert not {TRANSFERRING, TRANSFER_FAILED, CANNOT_DO} & set(bot_phrases(plain))  # no tools: no tool sentences
+    assert {TRANSFERRING, TRANSFER_FAILED} <= set(bot_phrases(plain, tools={"transfer_to_human"}))
 
 
 # -- cancel and truncate -------------------------------------------------------------------------------------------
