@@ -149,8 +149,15 @@ async def _dial(args: argparse.Namespace, settings: object, profile: object, sec
     from callbot.local.telephone import read_wav
 
     assert isinstance(settings, Settings) and isinstance(profile, LocalProfile)
-    vocabulary = [*bot_phrases(settings.instructions(), settings.callbot_greeting, [t.text for t in turns]),
-                  APOLOGY_TEXT]  # callbot's own words when Voice Live cannot be reached
+    tools = {"end_call"} if settings.callbot_end_call_tool else set()
+    own = [APOLOGY_TEXT]  # callbot's own words: when Voice Live cannot be reached, before a transfer, a slow tool
+    if settings.callbot_transfer_target:
+        tools.add("transfer_to_human")
+        own.append(settings.callbot_transfer_message)
+    if settings.callbot_tools_file is not None:
+        own.append(settings.callbot_tool_hold_message)
+    vocabulary = [*bot_phrases(settings.instructions(), settings.callbot_greeting, [t.text for t in turns], tools),
+                  *(line for line in own if line)]
     recognizer = asyncio.create_task(Recognizer.create(vocabulary))
     phone = await asyncio.to_thread(PhoneNetwork.from_profile, profile, resource_id=settings.acs_resource_id,
                                     telephone_leg=not args.no_telephone_leg)  # fmt: skip
