@@ -308,8 +308,8 @@ async def transfer(r: Rig) -> None:
         session = await r.voicelive.wait_for_session()
         await session.wait_for("session.update")
         await _caller_turn(session, client, 400, "Can I speak to a person?")
-        handle = await session.start_response(
-            text="Sure.", audio=bot_speech(200),
+        handle = await session.start_response(  # a call only: callbot's handover line is the bot's words
+            audio=b"", items=0,
             calls=(FunctionCall("transfer_to_human", '{"reason": "the caller asked for a person"}'),))
         await handle.wait()
         await session.wait_for("response.create", timeout=10)  # the handover line, said by the server
