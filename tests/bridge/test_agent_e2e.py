@@ -282,3 +282,26 @@ async def test_a_failed_transfer_is_told_to_the_model_which_carries_on_with_the_
         await call.hang_up()
         text = await metrics(cb.url)
         assert "callbot_transfers_failed_total 1" in text
+
+
+async def test_mcp_servers_reach_voice_live_with_their_headers_and_approvals_are_answered_from_the_file(
+        phone: PhoneNetwork, voicelive: VoiceLiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KB_TOKEN", "Bearer kb-token-value")
+    path = tmp_path / "tools.toml"
+    path.write_text('[[mcp]]\nserver_label = "kb"\nserver_url = "https://kb.example.com/mcp"\n'
+                    'allowed_tools = ["search"]\nrequire_approval = "always"\n'
+                    'headers = { Authorization = "env:KB_TOKEN" }\n')
+    async with run_callbot(azure_voicelive_endpoint=voicelive.url, callbot_tools_file=path,
+                           **phone_env(phone)) as cb:
+        call = await place(phone, cb.url)
+        session = await ready_session(voicelive)
+        (mcp,) = [t for t in session.received[0]["session"]["tools"] if t["type"] == "mcp"]
+        assert mcp["server_label"] == "kb" and mcp["headers"] == {"Authorization": "Bearer kb-token-value"}
+        for request_id, name in (("mcpr_1", "search"), ("mcpr_2", "delete_everything")):
+            await session.send({"type": "response.output_item.done", "response_id": "resp_x", "output_index": 0,
+                                "item": {"type": "mcp_approval_request", "id": request_id, "server_label": "kb",
+                                         "name": name, "arguments": "{}"}})
+        await session.wait_for("conversation.item.create", count=2, timeout=10.0)  # the two answers
+        answers = {i["approval_request_id"]: i["approve"] for i in items_of(session, "mcp_approval_response")}
+        assert answers == {"mcpr_1": True, "mcpr_2": False}
+        await call.hang_up()
