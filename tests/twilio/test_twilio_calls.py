@@ -41,8 +41,7 @@ def model_audio(mode: str, ms: int, seed: int = 4) -> bytes:
 
 async def until_idle(cb: Any, timeout: float = 5.0) -> None:  # noqa: ASYNC109
     async with asyncio.timeout(timeout):
-        while cb.services.registry.calls:
-            await asyncio.sleep(0.02)
+        await cb.services.registry.wait_idle()
 
 
 @pytest.mark.parametrize("mode", ["g711_ulaw", "pcm16"])
