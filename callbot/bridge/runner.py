@@ -20,7 +20,7 @@ from callbot.audio.formats import MEDIA_FORMATS
 from callbot.bridge.actions import Leave, RunTool, Transfer, TransferError
 from callbot.bridge.core import Action, BridgeCore, CoreConfig, HangUp, Notify, PlayAudio, StopPlayback, VlSend
 from callbot.bridge.tools import ToolHost, ToolStats, run_tool
-from callbot.bridge.transport import CallerLeft, KeyPress, Transport, dispatch
+from callbot.bridge.transport import CallerLeft, KeyPress, Transport, dispatch, messages
 from callbot.bridge.wire import OUTBOX_LIMIT, Outbox, WireTap
 from callbot.config import Settings
 from callbot.voicelive.connection import (
@@ -100,8 +100,7 @@ class CallBridge:
 
     def stop(self, reason: str) -> None:
         """End the bridge from outside (CallDisconnected, shutdown); `run` returns soon after."""
-        if not self.stop_reason:
-            self.stop_reason = reason
+        self.stop_reason = self.stop_reason or reason
         self.stopped.set()
 
     def end_gracefully(self, reason: str) -> None:
@@ -199,8 +198,6 @@ class CallBridge:
             await self.on_hang_up(reason)
         raise _CallOver(reason)
 
-    # -- agent actions -----------------------------------------------------------------------------------------
-
     async def _run_tool(self, action: RunTool) -> None:
         """One operator tool call, in the call's task group: cancelled when the call ends."""
         result = await run_tool(self.tools, self.call_id, action.name, action.arguments)
@@ -282,12 +279,8 @@ class CallBridge:
                 await self._send(transport.stop_message())
             if isinstance(action, PlayAudio):
                 if action.epoch == self.core.epoch:
-                    out = transport.audio_message(action.pcm)
-                    if isinstance(out, tuple):  # e.g. Twilio's media + mark
-                        for raw in out:
-                            await self._send(raw)
-                    else:
-                        await self._send(out)
+                    for raw in messages(transport.audio_message(action.pcm)):  # e.g. Twilio's media + mark
+                        await self._send(raw)
             elif self._execute_now([action]):
                 await self._hang_up(self.end_reason)
         if self.stop_pending:
