@@ -238,8 +238,8 @@ class AgentActions:
     def _agent_deadline(self) -> float | None:
         """When `_agent_due` next has something to do on the clock alone (new input triggers it otherwise). Bot
         audio still queued has deadlines of its own; once it is released, the end of its playing is the deadline."""
-        if self.ended or not self.ready:
-            return None
+        if not self.calls and not self.transfer_state or self.ended or not self.ready:
+            return None  # the common case, on every playout wake: nothing of the agent's is waiting
         settled = self.active_response is None and not self.playback.queue
         if self.transfer_state == "handover":
             deadline = self.transfer_since + self.cfg.goodbye_timeout_s
