@@ -11,6 +11,8 @@ since the stream started, as a string, payload: base64 mu-law}), ``dtmf`` ({trac
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import secrets
 from typing import Any
 
@@ -26,6 +28,12 @@ MULAW_SILENCE = b"\xff"
 def sid(prefix: str) -> str:
     """A Twilio resource sid: two letters and 32 hex digits (``CA...`` calls, ``AC...`` accounts, ``MZ...`` streams)."""
     return prefix + secrets.token_hex(16)
+
+
+def derived_credentials(secret: str) -> tuple[str, str]:
+    """A stable account sid and auth token derived from a local secret (for local profiles that predate Twilio)."""
+    digest = hmac.new(secret.encode(), b"callbot local twilio", hashlib.sha256).hexdigest()
+    return "AC" + digest[:32], digest[32:64]
 
 
 def voice_webhook_form(call_sid: str, account_sid: str, caller: str, called: str) -> dict[str, str]:

@@ -12,8 +12,6 @@ updates end a stream: ``Status=completed`` (the call is over: ``stop``, then the
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import time
 
@@ -39,12 +37,6 @@ class TwilioRefused(PhoneError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"callbot rejected the call ({reason})")
         self.reason = reason
-
-
-def derived_credentials(secret: str) -> tuple[str, str]:
-    """A stable account sid and auth token derived from a local secret (for profiles that predate Twilio)."""
-    digest = hmac.new(secret.encode(), b"callbot local twilio", hashlib.sha256).hexdigest()
-    return "AC" + digest[:32], digest[32:64]
 
 
 class TwilioNetwork:
