@@ -256,6 +256,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_api_route(path, endpoint, methods=["GET"], **doc)
         # HEAD too, as Starlette's GET routes answer it (some probes use it); one operation in the docs
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+    from callbot.twilio import routes as twilio_routes  # always routed: without credentials they refuse everything
+
+    app.router.routes.extend(twilio_routes.routes())
     if settings.web_phone:
         from callbot.web import routes as web_routes
 

@@ -34,6 +34,7 @@ _URL_SCHEMES: Mapping[str, frozenset[str]] = MappingProxyType({
     "acs_endpoint": frozenset({"https", "http"}),
     "callbot_public_url": frozenset({"https", "http"}),
     "callbot_acs_jwks_url": frozenset({"https", "http"}),
+    "twilio_api_base_url": frozenset({"https", "http"}),
 })
 
 
@@ -108,6 +109,12 @@ class Settings(BaseSettings):
     callbot_web_phone_key: SecretStr | None = None  # required outside local development mode
     callbot_api_docs: Literal["on", "off"] | None = None  # unset: on in local development mode (`serve_overrides`)
 
+    # Twilio Media Streams (a second phone transport; `callbot.twilio`)
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None  # checks X-Twilio-Signature and signs REST calls
+    twilio_api_base_url: str = "https://api.twilio.com"
+    callbot_twilio_model_audio: Literal["g711_ulaw", "pcm16"] = "g711_ulaw"
+
     # Security
     callbot_signing_key: SecretStr | None = None
     callbot_webhook_secret: SecretStr | None = None
@@ -131,6 +138,7 @@ class Settings(BaseSettings):
         "callbot_voice_endpoint_id",
         "callbot_voice_model",
         "callbot_transfer_target",
+        "twilio_account_sid",
         mode="before",
     )
     @classmethod
@@ -140,19 +148,20 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("azure_voicelive_api_key", "acs_connection_string", "callbot_signing_key",
-                     "callbot_webhook_secret", "callbot_web_phone_key", mode="before")
+                     "callbot_webhook_secret", "callbot_web_phone_key", "twilio_auth_token", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
             return None
         return value
 
-    @field_validator("callbot_public_url", "azure_voicelive_endpoint")
+    @field_validator("callbot_public_url", "azure_voicelive_endpoint", "twilio_api_base_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
 
-    @field_validator("azure_voicelive_endpoint", "acs_endpoint", "callbot_public_url", "callbot_acs_jwks_url")
+    @field_validator("azure_voicelive_endpoint", "acs_endpoint", "callbot_public_url", "callbot_acs_jwks_url",
+                     "twilio_api_base_url")
     @classmethod
     def _url(cls, value: str | None, info: Any) -> str | None:
         if value is None:
@@ -273,6 +282,11 @@ class Settings(BaseSettings):
     def web_phone(self) -> bool:
         """The web phone is served: CALLBOT_WEB_PHONE, or unset in local development mode."""
         return self.callbot_web_phone if self.callbot_web_phone is not None else self.local_development
+
+    @property
+    def twilio(self) -> bool:
+        """Twilio credentials are set: the Twilio routes take calls (else they refuse everything)."""
+        return self.twilio_account_sid is not None and self.twilio_auth_token is not None
 
     @property
     def api_docs(self) -> bool:

@@ -1,8 +1,8 @@
 """Call recordings: every message at a call's wire boundaries, one JSON Lines file per call.
 
 Line 1 is a header: ``{"format": "callbot-recording", "version": 1, "call_id", "started_at", "transport",
-"settings"}`` (the call's transport, ``acs`` or ``web``, absent in older recordings: ``acs``; the applied settings,
-secrets replaced by ``"<set>"``). ``acs_in`` / ``acs_out`` are the caller's side of the call on whatever
+"settings"}`` (the call's transport, ``acs``, ``web`` or ``twilio``, absent in older recordings: ``acs``; the applied
+settings, secrets replaced by ``"<set>"``). ``acs_in`` / ``acs_out`` are the caller's side of the call on whatever
 transport. Every other line is one message::
 
     {"t": 1234.567, "dir": "acs_in", "kind": "AudioData", "text": "{...the raw media message...}"}
@@ -319,7 +319,7 @@ class CallRecorder:
 
 def _media_kind(text: str) -> str:
     """`AudioData`, `StopAudio`, ... read from the message's start without parsing it (cheap on the hot path)."""
-    for prefix in ('{"kind":"', '{"Kind":"'):
+    for prefix in ('{"kind":"', '{"Kind":"', '{"event":"'):  # ACS, ACS, Twilio
         if text.startswith(prefix):
             end = text.find('"', len(prefix))
             if 0 < end - len(prefix) <= 32:

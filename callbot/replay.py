@@ -36,7 +36,7 @@ from callbot.bridge.core import (
     VlSend,
 )
 from callbot.bridge.playback import FRAME_MS
-from callbot.bridge.transport import Transport, dispatch, transport_for
+from callbot.bridge.transport import Transport, dispatch, messages, transport_for
 from callbot.recording import ACS_IN, ACS_OUT, META, VL_IN, VL_OUT, Record, Recording, RecordingError, load_recording
 
 CoreFactory = Callable[[CoreConfig], BridgeCore]
@@ -77,8 +77,10 @@ def normalise(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def recording_transport(recording: Recording) -> Transport:
-    media = MEDIA_FORMATS[recording.settings().callbot_media_format]
-    return transport_for(recording.transport, recording.call_id or "replay", media)
+    settings = recording.settings()
+    media = MEDIA_FORMATS[settings.callbot_media_format]
+    return transport_for(recording.transport, recording.call_id or "replay", media,
+                         twilio_model_audio=settings.callbot_twilio_model_audio)
 
 
 def recorded_messages(recording: Recording) -> list[Message]:
@@ -114,7 +116,8 @@ class _Replayer:
             out = self.transport
             if isinstance(action, PlayAudio):
                 if action.epoch == self.core.epoch:  # the runner drops frames of an interrupted epoch
-                    self.result.messages.append(Message(t, ACS_OUT, out.describe(out.audio_message(action.pcm))))
+                    for raw in messages(out.audio_message(action.pcm)):
+                        self.result.messages.append(Message(t, ACS_OUT, out.describe(raw)))
             elif isinstance(action, StopPlayback):
                 self.result.messages.append(Message(t, ACS_OUT, out.describe(out.stop_message())))
             elif isinstance(action, Notify):

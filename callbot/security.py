@@ -2,9 +2,9 @@
 
 Per-call URL tokens
     The callback URL and the media transport URL handed to ACS carry a token bound to the call id, a purpose
-    ("callback" or "media") and an expiry: `<base64url(expiry, 8 bytes)>.<base64url(HMAC-SHA256)>`. A callback
-    token cannot open the media socket, and a token for one call is worthless for another. All replicas must
-    share `CALLBOT_SIGNING_KEY`.
+    ("callback", "media"; "web" for the web phone, "twilio" for a Twilio media stream) and an expiry:
+    `<base64url(expiry, 8 bytes)>.<base64url(HMAC-SHA256)>`. A callback token cannot open the media socket,
+    and a token for one call is worthless for another. All replicas must share `CALLBOT_SIGNING_KEY`.
 
 Webhook secret
     `check_webhook_secret` compares the `secret` query parameter of `/api/incoming-call` in constant time.
@@ -49,8 +49,8 @@ __all__ = [
     "entra_issuers",
 ]
 
-Purpose = Literal["callback", "media", "web"]
-PURPOSES: frozenset[str] = frozenset({"callback", "media", "web"})
+Purpose = Literal["callback", "media", "web", "twilio"]
+PURPOSES: frozenset[str] = frozenset({"callback", "media", "web", "twilio"})
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _DOMAIN = b"callbot-url-token/v1"

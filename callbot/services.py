@@ -20,7 +20,7 @@ from callbot import transfers
 from callbot.acs import events
 from callbot.acs.auth import AcsTokenVerifier
 from callbot.acs.control import CallControl, CallControlError, ConfigError
-from callbot.assets import apology
+from callbot.assets import apology, apology_for
 from callbot.bridge.runner import CallBridge
 from callbot.bridge.transport import Transport
 from callbot.calls import Call, CallRegistry
@@ -56,6 +56,7 @@ class Services:
         self.tool_runner: ToolRunner | None = None  # set with `tools`: calls their HTTP tools
         self.sockets = 0  # open media sockets, handshakes included (counted by the app's media endpoint)
         self.web_attempts = KeyAttempts()  # the web phone's key checks, rate-limited per client address
+        self.twilio: Any = None  # callbot.twilio.control.TwilioControl when Twilio credentials are set
         self.metrics.gauges["active_calls"] = lambda: len(self.registry)
         self.metrics.gauges["media_sockets"] = lambda: self.sockets
 
@@ -89,6 +90,10 @@ class Services:
         if not s.callbot_public_url:
             log.error("CALLBOT_PUBLIC_URL is not set: incoming calls cannot be answered")
         self.tool_runner = await ToolRunner().__aenter__() if self.tools is not None else None
+        if s.twilio:
+            from callbot.twilio.control import TwilioControl
+
+            self.twilio = TwilioControl.from_settings(s)
         log.info("callbot ready: Voice Live %s (%s auth), media %s, up to %d concurrent calls",
                  endpoint, self.connector.auth_mode, s.callbot_media_format, s.callbot_max_concurrent_calls)
         return self
@@ -120,6 +125,8 @@ class Services:
             await self.standin.stop()
         if self.tool_runner is not None:
             await self.tool_runner.close()
+        if self.twilio is not None:
+            await self.twilio.close()
 
     async def drain(self, seconds: float) -> None:
         """Shutdown: stop taking calls (readyz 503, IncomingCall rejected), let live calls go on for up to
@@ -198,7 +205,10 @@ class Services:
                                               clock=asyncio.get_running_loop().time, transport=transport)
 
     def _start_bridge(self, call: Call, transport: Transport | None = None,
-                      on_hang_up: Callable[[str], Awaitable[None]] | None = None) -> None:
+                      on_hang_up: Callable[[str], Awaitable[None]] | None = None,
+                      on_transfer: Callable[[str], Awaitable[None]] | None = None) -> None:
+        """Start the call's bridge. `transport` None: an ACS call (hang-up and transfer through ACS); else the
+        transport's own `on_hang_up` and `on_transfer` (None: no transfer offered)."""
         assert self.connector is not None
 
         async def hang_up_at_acs(reason: str) -> None:
@@ -211,10 +221,12 @@ class Services:
         tools = None
         if self.tools is not None and self.tool_runner is not None:
             tools = CallTools(self.tools, self.tool_runner, CallInfo(call.call_id, call.caller_id, call.correlation_id))
-        # transfer goes through ACS: offered on ACS calls only (transport None), when a target is configured
-        on_transfer = transfer if transport is None and transfers.transfer_available(self) else None
+        # an ACS call's transfer goes through ACS, when a target is configured; other transports bring their own
+        if transport is None and transfers.transfer_available(self):
+            on_transfer = transfer
+        local_audio = apology_for(transport.media.audio) if transport is not None else apology(rate)
         bridge = CallBridge(call.call_id, self.settings, self.connector, on_hang_up=on_hang_up or hang_up_at_acs,
-                            tap=call.recorder, apology=apology(rate), transport=transport, tools=tools,
+                            tap=call.recorder, apology=local_audio, transport=transport, tools=tools,
                             on_transfer=on_transfer)
         call.bridge = bridge
         call.stop_bridge = bridge.stop
@@ -229,7 +241,8 @@ class Services:
             reason = "bridge_error"
             self.metrics.inc("bridge_errors")
             log.exception("call %s: the bridge failed; hanging up", call.call_id)
-            await self._hang_up_at_acs(call, reason)
+            if bridge.on_hang_up is not None:  # the call's own way: ACS, the web page, Twilio's REST API
+                await bridge.on_hang_up(reason)
         finally:
             self._count_bridge(bridge)
             call.stop_bridge = None

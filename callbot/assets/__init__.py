@@ -11,6 +11,7 @@ from functools import lru_cache
 from importlib.resources import files
 
 from callbot.audio import Resampler, pcm16_to_ulaw, ulaw_to_pcm16
+from callbot.audio.formats import Audio
 
 APOLOGY_TEXT = "I'm sorry, our assistant is unavailable right now. Please call again later. Goodbye."
 
@@ -21,6 +22,15 @@ def apology(sample_rate: int) -> bytes:
     pcm = ulaw_to_pcm16(files("callbot.assets").joinpath("apology-8k.ulaw").read_bytes())
     resampler = Resampler(8000, sample_rate)
     return resampler.process(pcm) + resampler.flush()
+
+
+def apology_for(audio: Audio) -> bytes:
+    """The apology in a transport's own audio: 16-bit PCM at its rate, or the shipped mu-law as is (Twilio)."""
+    if audio.codec == "ulaw" and audio.sample_rate == 8000:
+        return files("callbot.assets").joinpath("apology-8k.ulaw").read_bytes()
+    if audio.codec != "pcm16":
+        raise ValueError(f"no apology in {audio.codec} audio")
+    return apology(audio.sample_rate)
 
 
 def _regenerate() -> None:

@@ -2,8 +2,8 @@
 and the Voice Live stand-in all read, so no module assumes 16-bit PCM or repeats a rate.
 
 Two kinds of entry:
-- `MEDIA_FORMATS`: what a transport carries (`CALLBOT_MEDIA_FORMAT` for ACS: `pcm24k`, `pcm16k`), with the ACS wire
-  name and the Voice Live formats that carry it without conversion.
+- `MEDIA_FORMATS`: what a transport carries (`CALLBOT_MEDIA_FORMAT` for ACS: `pcm24k`, `pcm16k`; Twilio Media Streams:
+  `ulaw8k`), with the ACS wire name and the Voice Live formats that carry it without conversion.
 - `VOICELIVE_OUTPUT`: Voice Live's `output_audio_format` names and the audio each one is.
 """
 
@@ -67,6 +67,7 @@ ALAW8K = Audio(8000, "alaw")
 MEDIA_FORMATS: Mapping[str, MediaFormat] = MappingProxyType({
     "pcm24k": MediaFormat("pcm24k", PCM24K, "pcm24KMono", "pcm16", "pcm16"),
     "pcm16k": MediaFormat("pcm16k", PCM16K, "pcm16KMono", "pcm16", "pcm16_16000hz"),
+    "ulaw8k": MediaFormat("ulaw8k", ULAW8K, None, "g711_ulaw", "g711_ulaw"),  # Twilio, passed through as G.711
 })
 
 VOICELIVE_OUTPUT: Mapping[str, Audio] = MappingProxyType({

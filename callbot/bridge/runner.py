@@ -282,7 +282,12 @@ class CallBridge:
                 await self._send(transport.stop_message())
             if isinstance(action, PlayAudio):
                 if action.epoch == self.core.epoch:
-                    await self._send(transport.audio_message(action.pcm))
+                    out = transport.audio_message(action.pcm)
+                    if isinstance(out, tuple):  # e.g. Twilio's media + mark
+                        for raw in out:
+                            await self._send(raw)
+                    else:
+                        await self._send(out)
             elif self._execute_now([action]):
                 await self._hang_up(self.end_reason)
         if self.stop_pending:

@@ -1,4 +1,4 @@
-"""The seam between the call core and a call's transport (ACS media streaming, the web phone, ...).
+"""The seam between the call core and a call's transport (ACS media streaming, the web phone, Twilio Media Streams).
 
 A transport adapter owns its wire: it parses what the caller's side sends into the neutral inputs below and turns
 the core's neutral actions (`PlayAudio`, `StopPlayback`, `Notify`) into its own messages. Adapters are pure like the
@@ -49,7 +49,7 @@ Inbound = CallerAudio | KeyPress | Played | CallerLeft | Malformed
 
 
 class Transport(Protocol):
-    name: str  # "acs", "web": in recordings and metrics
+    name: str  # "acs", "web", "twilio": in recordings and metrics
     media: MediaFormat  # what the wire carries, and how the model session is configured for it
     notify: bool  # whether `Notify` actions reach the caller (the core only makes them when they do)
 
@@ -57,7 +57,10 @@ class Transport(Protocol):
         """One message from the caller's side; None when it means nothing to the call (metadata, unknown kinds)."""
         ...
 
-    def audio_message(self, pcm: bytes) -> str | bytes: ...
+    def audio_message(self, pcm: bytes) -> str | bytes | tuple[str | bytes, ...]:
+        """One chunk of bot audio as the message to send, or as several sent in order (Twilio: media, then its
+        mark)."""
+        ...
 
     def stop_message(self) -> str | bytes: ...
 
@@ -82,8 +85,18 @@ def dispatch(core: BridgeCore, now: float, msg: Inbound) -> list[Action]:
     return []
 
 
-def transport_for(name: str, call_id: str, media: MediaFormat) -> Transport:
+def messages(out: str | bytes | tuple[str | bytes, ...]) -> tuple[str | bytes, ...]:
+    """What `Transport.audio_message` returned, as the messages to send."""
+    return out if isinstance(out, tuple) else (out,)
+
+
+def transport_for(name: str, call_id: str, media: MediaFormat, *, twilio_model_audio: str = "g711_ulaw"
+                  ) -> Transport:
     """A fresh adapter for a call (replay builds the recorded call's one by name)."""
+    if name == "twilio":
+        from callbot.twilio.adapter import TwilioTransport
+
+        return TwilioTransport(call_id, "pcm16" if twilio_model_audio == "pcm16" else "g711_ulaw")
     if name == "web":
         from callbot.web.adapter import WebTransport
 

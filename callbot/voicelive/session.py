@@ -40,7 +40,8 @@ def build_session(settings: Settings, media: MediaFormat | None = None) -> dict[
         "voice": voice_config(settings.callbot_voice, settings.callbot_voice_type, settings.callbot_voice_endpoint_id,
                               settings.callbot_voice_model),
         "input_audio_format": media.voicelive_input,
-        "input_audio_sampling_rate": media.sample_rate,
+        # G.711 is always 8 kHz: the rate applies to pcm16 input only
+        **({"input_audio_sampling_rate": media.sample_rate} if media.voicelive_input == "pcm16" else {}),
         "output_audio_format": media.voicelive_output,
         "turn_detection": turn_detection_config(settings),
         "temperature": settings.callbot_temperature,
