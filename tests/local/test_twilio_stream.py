@@ -17,7 +17,7 @@ from callbot.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from callbot.local.phone_messages import CALLER_HUNG_UP
 from callbot.local.simulator import Transcript, Turn, run_script
 from callbot.local.twilio import TwilioCall, TwilioNetwork
-from tests.local.twilio_peer import PeerStream, TwilioPeer, running_peer
+from tests.local.twilio_peer import PeerStream, running_peer
 
 TOKEN = "fedcba9876543210fedcba9876543210"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import aiohttp
 from twilio.request_validator import RequestValidator
@@ -23,6 +24,10 @@ from callbot.local.twilio.call import TwilioCall
 from callbot.local.twilio.messages import StreamMessages, sid, voice_webhook_form
 from callbot.local.twilio.rest import TwilioRest
 from callbot.local.twilio.twiml import TwimlAction, TwimlError, parse_twiml
+
+if TYPE_CHECKING:
+    from callbot.config import Settings
+    from callbot.local.profile import LocalProfile
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,15 @@ class TwilioNetwork:
         self.calls: list[TwilioCall] = []
         self.rejected: list[tuple[str, str]] = []  # (call sid, reason)
         self.webhooks: list[tuple[str, dict[str, str], str]] = []  # (url, form, signature) as posted
+
+    @classmethod
+    def from_profile(cls, profile: LocalProfile, settings: Settings | None = None) -> TwilioNetwork:
+        """Twilio as `callbot serve` in local development mode expects it: the profile's credentials and port, or
+        the TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN of ``settings`` when both are set (callbot must use the same)."""
+        account, token = profile.twilio_account_sid, profile.twilio_auth_token
+        if settings is not None and settings.twilio_account_sid and settings.twilio_auth_token is not None:
+            account, token = settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value()
+        return cls(account, token, host=profile.host, port=profile.twilio_port)
 
     async def start(self) -> None:
         try:
