@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from callbot.bridge.runner import CallBridge
 
 # Call Automation events counted by name at /metrics; any other type counts as "other" (bounded metric names).
 ACS_EVENT_NAMES = frozenset({
@@ -58,3 +61,33 @@ class Metrics:
         for name, fn in sorted(self.gauges.items()):
             lines.append(f"# TYPE callbot_{name} gauge\ncallbot_{name} {fn()}")
         return "\n".join(lines) + "\n"
+
+
+def count_bridge(metrics: Metrics, bridge: CallBridge) -> None:
+    """Add a finished call's bridge counters to the process's metrics."""
+    stats = bridge.core.stats
+    for name, value in (
+        ("voicelive_reconnects", bridge.reconnects),
+        ("voicelive_unavailable", 1 if bridge.voicelive_failure else 0),
+        (f"voicelive_unavailable_{bridge.voicelive_failure or 'none'}", 1 if bridge.voicelive_failure else 0),
+        ("barge_ins", stats.barge_ins),
+        ("media_malformed", stats.malformed),
+        ("caller_audio_dropped_frames", stats.caller_frames_dropped + bridge.outbox.dropped),
+        ("bot_audio_dropped_frames", stats.bot_frames_dropped),
+        ("late_deltas_dropped", stats.late_deltas_dropped),
+        ("voicelive_errors", stats.voicelive_errors),
+        ("dtmf_keys", stats.dtmf),
+        ("dtmf_sequences", stats.dtmf_sequences),
+        ("tool_calls", stats.tool_calls),
+        ("tool_holds", stats.tool_holds),
+        ("mcp_approvals", stats.mcp_approvals),
+        ("agent_hangups", stats.agent_hangups),
+        ("caller_frames", stats.caller_frames),
+        ("bot_frames", stats.bot_frames),
+    ):
+        if value:
+            metrics.inc(name, value)
+    for (tool, outcome), count in bridge.tool_stats.calls.items():
+        metrics.inc_labeled("tool_results", {"tool": tool, "outcome": outcome}, count)
+    if bridge.tool_stats.timed:
+        metrics.observe_sum("tool_latency_seconds", bridge.tool_stats.latency_s, bridge.tool_stats.timed)

@@ -25,7 +25,7 @@ from callbot.bridge.runner import CallBridge
 from callbot.bridge.transport import Transport
 from callbot.calls import Call, CallRegistry
 from callbot.config import Settings
-from callbot.metrics import ACS_EVENT_NAMES, Metrics
+from callbot.metrics import ACS_EVENT_NAMES, Metrics, count_bridge
 from callbot.security import CallTokenSigner, EventGridAuth
 from callbot.tools import CallInfo, ToolRunner, ToolsFile, read_tools_file
 from callbot.tools.host import CallTools
@@ -244,40 +244,12 @@ class Services:
             if bridge.on_hang_up is not None:  # the call's own way: ACS, the web page, Twilio's REST API
                 await bridge.on_hang_up(reason)
         finally:
-            self._count_bridge(bridge)
+            count_bridge(self.metrics, bridge)
             call.stop_bridge = None
             call.end_gracefully = None
             self.registry.bridge_finished(call, reason)
             if call.recorder is not None:
                 await call.recorder.close(reason)
-
-    def _count_bridge(self, bridge: CallBridge) -> None:
-        stats = bridge.core.stats
-        for name, value in (
-            ("voicelive_reconnects", bridge.reconnects),
-            ("voicelive_unavailable", 1 if bridge.voicelive_failure else 0),
-            (f"voicelive_unavailable_{bridge.voicelive_failure or 'none'}", 1 if bridge.voicelive_failure else 0),
-            ("barge_ins", stats.barge_ins),
-            ("media_malformed", stats.malformed),
-            ("caller_audio_dropped_frames", stats.caller_frames_dropped + bridge.outbox.dropped),
-            ("bot_audio_dropped_frames", stats.bot_frames_dropped),
-            ("late_deltas_dropped", stats.late_deltas_dropped),
-            ("voicelive_errors", stats.voicelive_errors),
-            ("dtmf_keys", stats.dtmf),
-            ("dtmf_sequences", stats.dtmf_sequences),
-            ("tool_calls", stats.tool_calls),
-            ("tool_holds", stats.tool_holds),
-            ("mcp_approvals", stats.mcp_approvals),
-            ("agent_hangups", stats.agent_hangups),
-            ("caller_frames", stats.caller_frames),
-            ("bot_frames", stats.bot_frames),
-        ):
-            if value:
-                self.metrics.inc(name, value)
-        for (tool, outcome), count in bridge.tool_stats.calls.items():
-            self.metrics.inc_labeled("tool_results", {"tool": tool, "outcome": outcome}, count)
-        if bridge.tool_stats.timed:
-            self.metrics.observe_sum("tool_latency_seconds", bridge.tool_stats.latency_s, bridge.tool_stats.timed)
 
     async def _reject(self, context: str) -> None:
         assert self.control is not None
@@ -404,8 +376,6 @@ class Services:
             if not bridge.finished.is_set():  # the server is stopping this handler
                 bridge.stop("media handler stopped")
             await _close_quietly(ws)
-
-
 
 
 async def _close_quietly(ws: WebSocket) -> None:

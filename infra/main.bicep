@@ -116,6 +116,14 @@ param webhookSecret string
 @secure()
 param webPhoneKey string = ''
 
+@description('[TWILIO_ACCOUNT_SID] Twilio account SID, for a Twilio number as a second phone line (Twilio Media Streams). Empty (the default): no Twilio. Set with twilioAuthToken: both are kept in Key Vault and the Twilio webhook /api/twilio/voice takes calls.')
+@secure()
+param twilioAccountSid string = ''
+
+@description('[TWILIO_AUTH_TOKEN] Twilio auth token: checks X-Twilio-Signature and signs Twilio REST calls (hang-up, transfer). Empty (the default): no Twilio.')
+@secure()
+param twilioAuthToken string = ''
+
 @description('More environment variables for the container, e.g. [{"name": "CALLBOT_VAD_SILENCE_MS", "value": "600"}].')
 param extraEnv array = []
 
@@ -202,6 +210,8 @@ module keyVault 'modules/keyvault.bicep' = {
     signingKey: signingKey
     webhookSecret: webhookSecret
     webPhoneKey: webPhoneKey
+    twilioAccountSid: twilioAccountSid
+    twilioAuthToken: twilioAuthToken
   }
 }
 
@@ -248,6 +258,8 @@ module app 'modules/containerapp.bicep' = {
     signingKeySecretUri: keyVault.outputs.signingKeySecretUri
     webhookSecretSecretUri: keyVault.outputs.webhookSecretSecretUri
     webPhoneKeySecretUri: keyVault.outputs.webPhoneKeySecretUri
+    twilioAccountSidSecretUri: keyVault.outputs.twilioAccountSidSecretUri
+    twilioAuthTokenSecretUri: keyVault.outputs.twilioAuthTokenSecretUri
     voiceLiveEndpoint: ai.outputs.endpoint
     voiceLiveModel: voiceLiveModel
     voiceLiveAgentName: voiceLiveAgentName

@@ -22,6 +22,8 @@ direction, per call, in this instance; the outbound one restarts at each `clear`
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Literal
 
 import orjson
@@ -35,7 +37,8 @@ from callbot.bridge.transport import CallerAudio, CallerLeft, Inbound, KeyPress,
 log = logging.getLogger(__name__)
 
 ModelAudio = Literal["g711_ulaw", "pcm16"]
-MODEL_MEDIA: dict[str, MediaFormat] = {"g711_ulaw": MEDIA_FORMATS["ulaw8k"], "pcm16": MEDIA_FORMATS["pcm24k"]}
+MODEL_MEDIA: Mapping[str, MediaFormat] = MappingProxyType({"g711_ulaw": MEDIA_FORMATS["ulaw8k"],
+                                                           "pcm16": MEDIA_FORMATS["pcm24k"]})
 WIRE = MEDIA_FORMATS["ulaw8k"].audio  # what Twilio carries, always
 MAX_TEXT_CHARS = 16 * 1024  # a 200 ms media message is ~2.2 KB; start with its parameters well under this
 MAX_MEDIA_BYTES = WIRE.frame_bytes(200)  # any whole number of mu-law bytes up to 200 ms a message

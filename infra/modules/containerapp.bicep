@@ -21,6 +21,9 @@ param signingKeySecretUri string
 param webhookSecretSecretUri string
 @description('Key Vault URI of the web phone\'s access key; empty: the web phone is off.')
 param webPhoneKeySecretUri string = ''
+@description('Key Vault URIs of the Twilio account SID and auth token; empty: no Twilio (its routes refuse everything).')
+param twilioAccountSidSecretUri string = ''
+param twilioAuthTokenSecretUri string = ''
 
 // App settings (see main.bicep for what each one means).
 param voiceLiveEndpoint string
@@ -61,6 +64,9 @@ var webhookRef = 'callbot-webhook-secret'
 var webPhoneKeyRef = 'callbot-web-phone-key'
 var webPhoneOn = !empty(webPhoneKeySecretUri)
 var appInsightsRef = 'appinsights-connection-string'
+var twilioSidRef = 'twilio-account-sid'
+var twilioAuthRef = 'twilio-auth-token'
+var twilioOn = !empty(twilioAccountSidSecretUri) && !empty(twilioAuthTokenSecretUri)
 
 resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2022-10-01' existing = {
   name: logAnalyticsName
@@ -127,6 +133,14 @@ var appEnv = [
 ]
 var webPhoneEnv = webPhoneOn ? [{ name: 'CALLBOT_WEB_PHONE_KEY', secretRef: webPhoneKeyRef }] : []
 var webPhoneSecrets = webPhoneOn ? [{ name: webPhoneKeyRef, keyVaultUrl: webPhoneKeySecretUri, identity: identityId }] : []
+var twilioEnv = twilioOn ? [
+  { name: 'TWILIO_ACCOUNT_SID', secretRef: twilioSidRef }
+  { name: 'TWILIO_AUTH_TOKEN', secretRef: twilioAuthRef }
+] : []
+var twilioSecrets = twilioOn ? [
+  { name: twilioSidRef, keyVaultUrl: twilioAccountSidSecretUri, identity: identityId }
+  { name: twilioAuthRef, keyVaultUrl: twilioAuthTokenSecretUri, identity: identityId }
+] : []
 
 resource app 'Microsoft.App/containerApps@2024-03-01' = {
   name: appName
@@ -178,7 +192,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
           name: appInsightsRef
           value: applicationInsightsConnectionString
         }
-      ], webPhoneSecrets)
+      ], webPhoneSecrets, twilioSecrets)
     }
     template: {
       // SIGTERM (new revision, scale-in) starts the drain: /readyz turns 503 so no new call lands here, active
@@ -188,7 +202,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
         {
           name: 'callbot'
           image: empty(fetchImage.outputs.image) ? placeholderImage : fetchImage.outputs.image
-          env: concat(appEnv, webPhoneEnv, extraEnv)
+          env: concat(appEnv, webPhoneEnv, twilioEnv, extraEnv)
           resources: {
             cpu: json(cpu)
             memory: memory

@@ -17,6 +17,12 @@ param webhookSecret string
 @secure()
 param webPhoneKey string = ''
 
+@description('Twilio account SID and auth token (Twilio Media Streams); both empty: no Twilio, no secrets created.')
+@secure()
+param twilioAccountSid string = ''
+@secure()
+param twilioAuthToken string = ''
+
 @description('Purge protection: recommended for production. Off by default because it keeps a deleted vault (and its name) for the retention period, so `azd down` followed by `azd up` with the same environment name fails until then.')
 param enablePurgeProtection bool = false
 
@@ -81,6 +87,30 @@ resource webPhoneKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (
   }
 }
 
+var twilioOn = !empty(twilioAccountSid) && !empty(twilioAuthToken)
+
+resource twilioAccountSidSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (twilioOn) {
+  //checkov:skip=CKV_AZURE_41: no expiry, for the reason given on callbot-signing-key; rotate with `azd env set TWILIO_ACCOUNT_SID ...` + `azd provision`.
+  //checkov:skip=CKV_AZURE_114: contentType is set below; checkov 3.3 does not read the properties of a conditional (`if`) resource.
+  parent: vault
+  name: 'twilio-account-sid'
+  properties: {
+    value: twilioAccountSid
+    contentType: 'text/plain'
+  }
+}
+
+resource twilioAuthTokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (twilioOn) {
+  //checkov:skip=CKV_AZURE_41: no expiry: Twilio rotates auth tokens on its console; then `azd env set TWILIO_AUTH_TOKEN ...` + `azd provision`.
+  //checkov:skip=CKV_AZURE_114: contentType is set below; checkov 3.3 does not read the properties of a conditional (`if`) resource.
+  parent: vault
+  name: 'twilio-auth-token'
+  properties: {
+    value: twilioAuthToken
+    contentType: 'text/plain'
+  }
+}
+
 resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(vault.id, readerPrincipalId, secretsUserRoleId)
   scope: vault
@@ -96,4 +126,6 @@ output name string = vault.name
 output signingKeySecretUri string = signingKeySecret.properties.secretUri
 output webhookSecretSecretUri string = webhookSecretSecret.properties.secretUri
 output webPhoneKeySecretUri string = empty(webPhoneKey) ? '' : webPhoneKeySecret!.properties.secretUri
+output twilioAccountSidSecretUri string = twilioOn ? twilioAccountSidSecret!.properties.secretUri : ''
+output twilioAuthTokenSecretUri string = twilioOn ? twilioAuthTokenSecret!.properties.secretUri : ''
 output secretsUserRoleAssignmentId string = secretsUser.id

@@ -14,7 +14,8 @@ from callbot.audio.g711 import pcm16_to_alaw, pcm16_to_ulaw
 
 
 def test_media_formats_are_the_ones_acs_streams_and_voicelive_takes_without_conversion() -> None:
-    assert {f.acs_name for f in formats.MEDIA_FORMATS.values()} == {a.value for a in AudioFormat}
+    assert {f.acs_name for f in formats.MEDIA_FORMATS.values()} - {None} == {a.value for a in AudioFormat}
+    assert set(formats.ACS_FORMATS) == {a.value for a in AudioFormat}, "ulaw8k (Twilio) is not one ACS streams"
     for media in formats.MEDIA_FORMATS.values():
         assert media.voicelive_input in {f.value for f in InputAudioFormat}
         assert media.voicelive_output in {f.value for f in OutputAudioFormat}

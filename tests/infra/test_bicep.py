@@ -212,16 +212,17 @@ def test_registry_has_the_admin_user_disabled() -> None:
     assert registry["config"]["properties"]["adminUserEnabled"] is False
 
 
-def test_key_vault_uses_rbac_and_holds_both_shared_secrets_and_the_web_phone_key_only_when_set() -> None:
+def test_key_vault_uses_rbac_and_holds_both_shared_secrets_and_the_optional_ones_only_when_set() -> None:
     [(_path, _symbol, vault)] = of_type("Microsoft.KeyVault/vaults")
     assert vault["config"]["properties"]["enableRbacAuthorization"] is True
     always = {res["config"]["name"] for _p, _s, res in of_type("Microsoft.KeyVault/vaults/secrets")
               if "condition" not in res["config"]}
     assert always == {"callbot-signing-key", "callbot-webhook-secret"}
-    [conditional] = [res["config"] for _p, _s, res in of_type("Microsoft.KeyVault/vaults/secrets")
-                     if "condition" in res["config"]]
-    assert conditional["config"]["name"] == "callbot-web-phone-key"
-    assert conditional["condition"]["operator"]["type"] == "not", "created only when a key is given"
+    conditional = {res["config"]["config"]["name"]: res["config"]["condition"]
+                   for _p, _s, res in of_type("Microsoft.KeyVault/vaults/secrets") if "condition" in res["config"]}
+    assert set(conditional) == {"callbot-web-phone-key", "twilio-account-sid", "twilio-auth-token"}
+    assert conditional["callbot-web-phone-key"]["operator"]["type"] == "not", "created only when a key is given"
+    assert conditional["twilio-account-sid"] == conditional["twilio-auth-token"] == "twilioOn"
 
 
 def test_app_identity_gets_least_privilege_roles_on_each_target_resource() -> None:
@@ -332,9 +333,10 @@ def test_shared_secrets_come_from_key_vault_through_the_app_identity() -> None:
     path, app = container_app()
     env = container_env()
     listed = app["properties"]["configuration"]["secrets"]
-    if isinstance(listed, dict):  # concat(the fixed secrets, the web phone's key when it is on)
+    if isinstance(listed, dict):  # concat(the fixed secrets, the web phone's key, Twilio's, each when it is on)
         args = listed["function"]["parameters"]
         assert listed["function"]["type"] == "concat" and args["arg_2"] == "webPhoneSecrets"
+        assert args["arg_3"] == "twilioSecrets"
         listed = args["arg_1"]
     secrets = {resolve(path, s["name"]): s for s in listed}
     for name, secret_name in (("CALLBOT_SIGNING_KEY", "callbot-signing-key"),
@@ -557,3 +559,19 @@ def test_the_web_phone_is_off_unless_its_key_is_given_and_the_key_comes_from_key
     assert azd["webPhoneKey"]["value"] == "${CALLBOT_WEB_PHONE_KEY=}", "unset in azd: empty, so off"
     main = bicep(INFRA / "main.bicep")["parameters"]["webPhoneKey"]
     assert "secure" in json.dumps(main["decorators"])
+
+
+def test_twilio_is_off_unless_both_credentials_are_given_and_they_come_from_key_vault() -> None:
+    path, _app = container_app()
+    doc = bicep(path)
+    assert doc["parameters"]["twilioAccountSidSecretUri"]["default"] == ""
+    assert doc["parameters"]["twilioAuthTokenSecretUri"]["default"] == ""
+    env = doc["variables"]["twilioEnv"]["value"]["operator"]["operands"]
+    assert env["condition"] == "twilioOn" and env["false_value"] == []
+    assert env["true_value"] == [{"name": "TWILIO_ACCOUNT_SID", "secretRef": "twilioSidRef"},
+                                 {"name": "TWILIO_AUTH_TOKEN", "secretRef": "twilioAuthRef"}], "no values"
+    azd = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert azd["twilioAccountSid"]["value"] == "${TWILIO_ACCOUNT_SID=}"
+    assert azd["twilioAuthToken"]["value"] == "${TWILIO_AUTH_TOKEN=}"
+    for name in ("twilioAccountSid", "twilioAuthToken"):
+        assert "secure" in json.dumps(bicep(INFRA / "main.bicep")["parameters"][name]["decorators"])
