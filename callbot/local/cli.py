@@ -49,6 +49,10 @@ def register_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     dial.add_argument("--greeting-wait", type=float, default=5.0, metavar="S",
                       help="how long to wait for a greeting before speaking (default 5)")  # fmt: skip
     dial.add_argument("--no-telephone-leg", action="store_true", help="send the caller's audio without G.711")
+    dial.add_argument("--twilio", action="store_true", help="call through the local Twilio stand-in instead of ACS: "
+                      "the signed voice webhook (/api/twilio/voice), its TwiML, a Media Stream of mu-law 8 kHz, "
+                      "Twilio's REST API for hang-up and transfer (credentials: TWILIO_ACCOUNT_SID / "
+                      "TWILIO_AUTH_TOKEN, else the local profile's)")  # fmt: skip
     dial.add_argument("--verbose", action="store_true", help="log at INFO")
     dial.set_defaults(func=cmd_dial)
 
@@ -61,6 +65,8 @@ def register_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     demo.add_argument("--out", type=Path, default=Path("."), help="where demo-call.wav and demo-recordings/ go "
                       "(default: the current directory)")  # fmt: skip
     demo.add_argument("--script", type=Path, metavar="FILE", help="another script of turns (as for dial)")
+    demo.add_argument("--twilio", action="store_true", help="carry the call over Twilio Media Streams (the local "
+                      "Twilio stand-in: mu-law 8 kHz) instead of ACS")  # fmt: skip
     demo.add_argument("--verbose", action="store_true", help="log at INFO")
     demo.set_defaults(func=cmd_demo)
 
@@ -110,7 +116,10 @@ def cmd_dial(args: argparse.Namespace) -> int:
     secret = args.secret or (settings.callbot_webhook_secret.get_secret_value() if settings.callbot_webhook_secret
                              else profile.webhook_secret)  # fmt: skip
     turns = [Turn(f"<{args.wav.name}>")] if args.wav is not None else _script_turns(args)
-    _out(f"dialling {args.url} as ACS (local profile {profile.path}; ACS REST on {profile.acs_url})")
+    if args.twilio:
+        _out(f"dialling {args.url} as Twilio (local profile {profile.path}; Twilio REST on {profile.twilio_url})")
+    else:
+        _out(f"dialling {args.url} as ACS (local profile {profile.path}; ACS REST on {profile.acs_url})")
     return asyncio.run(_dial(args, settings, profile, secret, turns))
 
 
@@ -142,11 +151,13 @@ async def _dial(args: argparse.Namespace, settings: object, profile: object, sec
     from callbot.config import Settings
     from callbot.local.asr import Recognizer
     from callbot.local.faq import bot_phrases
-    from callbot.local.heard import fetch_heard
+    from callbot.local.heard import AgentHeard, fetch_heard
     from callbot.local.phone import PhoneError, PhoneNetwork
     from callbot.local.profile import LocalProfile
+    from callbot.local.sim_call import SimulatedCall
     from callbot.local.simulator import Burst, Transcript, Turn, run_script, write_call_wav
     from callbot.local.telephone import read_wav
+    from callbot.local.twilio import TwilioNetwork
 
     assert isinstance(settings, Settings) and isinstance(profile, LocalProfile)
     tools = {"end_call"} if settings.callbot_end_call_tool else set()
@@ -159,22 +170,32 @@ async def _dial(args: argparse.Namespace, settings: object, profile: object, sec
     vocabulary = [*bot_phrases(settings.instructions(), settings.callbot_greeting, [t.text for t in turns], tools),
                   *(line for line in own if line)]
     recognizer = asyncio.create_task(Recognizer.create(vocabulary))
-    phone = await asyncio.to_thread(PhoneNetwork.from_profile, profile, resource_id=settings.acs_resource_id,
-                                    telephone_leg=not args.no_telephone_leg)  # fmt: skip
+    network: PhoneNetwork | TwilioNetwork
+    if args.twilio:
+        network = TwilioNetwork.from_profile(profile, settings)
+    else:
+        network = await asyncio.to_thread(PhoneNetwork.from_profile, profile, resource_id=settings.acs_resource_id,
+                                          telephone_leg=not args.no_telephone_leg)  # fmt: skip
     try:
-        await phone.start()
-        call = await phone.place_call(args.url.rstrip("/"), secret)
+        await network.start()
+        call: SimulatedCall
+        agent_heard: AgentHeard | None = None
+        if isinstance(network, TwilioNetwork):
+            call = await network.place_call(args.url.rstrip("/"))
+        else:
+            acs, acs_call = network, await network.place_call(args.url.rstrip("/"), secret)
+            call = acs_call
+
+            async def agent_heard() -> list[str] | None:  # what callbot's Voice Live heard (offline stand-in only)
+                assert acs.http is not None
+                return await fetch_heard(acs.http, acs_call.answered.callback_uri, acs.authorization())
         if args.wav is not None:
             audio = await asyncio.to_thread(read_wav, args.wav, call.sample_rate)
             turns = [Turn(turns[0].text, audio=audio)]
 
-        async def heard(burst: Burst) -> str:  # offline ASR of the bot's audio as callbot sent it
+        async def heard(burst: Burst) -> str:  # offline ASR of the bot's audio as the caller heard it
             text = await (await recognizer).transcribe_async(bytes(burst.audio), call.sample_rate)
             return text or "(not recognised)"
-
-        async def agent_heard() -> list[str] | None:  # what callbot's Voice Live heard (offline stand-in only)
-            assert phone.http is not None
-            return await fetch_heard(phone.http, call.answered.callback_uri, phone.authorization())
 
         report = await run_script(call, turns, transcript=Transcript(call.connected_at, _out), bot_text=heard,
                                   greeting_wait_s=args.greeting_wait, agent_heard=agent_heard)  # fmt: skip
@@ -185,7 +206,7 @@ async def _dial(args: argparse.Namespace, settings: object, profile: object, sec
         return 2
     finally:
         recognizer.cancel()
-        await phone.stop()
+        await network.stop()
     _out()
     for line in report.summary():
         _out(line)
@@ -216,11 +237,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     setup_logging("INFO" if args.verbose else "WARNING")
     turns = _script_turns(args) if args.script is not None else list(DEMO_SCRIPT)
+    line = ("over Twilio Media Streams (mu-law 8 kHz both ways, the local Twilio stand-in)" if args.twilio else
+            "caller audio through an 8 kHz G.711 telephone leg")  # fmt: skip
     _out("callbot demo: an offline phone call. Voice Live stand-in: webrtcvad + pocketsphinx + espeak-ng with a "
-         "FAQ responder (deterministic, not an LLM); caller audio through an 8 kHz G.711 telephone leg.")  # fmt: skip
+         f"FAQ responder (deterministic, not an LLM); {line}.")  # fmt: skip
     _out()
     try:
-        result = asyncio.run(run_demo(args.out, sink=_out, turns=turns))
+        result = asyncio.run(run_demo(args.out, sink=_out, turns=turns, twilio=args.twilio))
     except (PhoneError, TimeoutError, OSError) as exc:
         _out(f"FAIL: the demo call failed: {exc or type(exc).__name__}")
         return 1

@@ -1,7 +1,8 @@
 """``callbot demo``: one offline phone call, end to end, in one process.
 
 callbot (the real app under uvicorn, on a free loopback port) with its built-in offline Voice Live stand-in, and
-the phone simulator playing ACS and a caller: the caller's speech goes through a telephone leg (8 kHz G.711),
+the phone simulator playing ACS (or Twilio Media Streams, ``--twilio``) and a caller: the caller's speech goes through a
+telephone leg (8 kHz G.711; over Twilio it is mu-law 8 kHz on the wire),
 callbot answers, the stand-in recognises and replies, the caller interrupts a reply and the bot stops, and at the
 end the caller asks for a person: the model calls ``transfer_to_human`` and ACS transfers the call. The
 security checks stay on (ACS-signed JWTs against the simulator's JWKS, per-call URL tokens, webhook secret)
@@ -27,8 +28,10 @@ from callbot.config import Settings
 from callbot.local.faq import SAMPLE_FAQ
 from callbot.local.heard import heard_matches
 from callbot.local.phone import PhoneNetwork
+from callbot.local.sim_call import SimulatedCall
 from callbot.local.simulator import Burst, CallReport, Transcript, Turn, run_script, write_call_wav
 from callbot.local.standin import Standin, StandinEvent
+from callbot.local.twilio import TwilioNetwork
 from callbot.server import serve_in_process
 
 log = logging.getLogger(__name__)
@@ -123,23 +126,26 @@ async def run_demo(
     *,
     sink: Callable[[str], None] | None = None,
     turns: tuple[Turn, ...] | list[Turn] = DEMO_SCRIPT,
+    twilio: bool = False,
     **overrides: Any,
 ) -> DemoResult:
-    """Run the demo call; the transcript goes to ``sink`` line by line. ``overrides``: callbot settings."""
+    """Run the demo call; the transcript goes to ``sink`` line by line. ``twilio``: the call comes in through the
+    Twilio stand-in (Media Streams, mu-law 8 kHz) rather than ACS. ``overrides``: callbot settings."""
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     started = time.time()
     secret = secrets.token_urlsafe(24)
     events: list[StandinEvent] = []
-    async with PhoneNetwork(telephone_leg=True) as phone:
+    async with PhoneNetwork(telephone_leg=True) as phone, TwilioNetwork() as twilio_network:
+        twilio_env = {k.lower(): v for k, v in twilio_network.env().items()}
 
         def make(port: int) -> Settings:
-            return demo_settings(port, phone, secret, out_dir, **overrides)
+            return demo_settings(port, phone, secret, out_dir, **twilio_env, **overrides)
 
         async with serve_in_process(make) as served:
             url, services = served.url, served.services
             standin: Standin = services.standin
             standin.add_listener(events.append)
-            call = await phone.place_call(url, secret)
+            call: SimulatedCall = await (twilio_network.place_call(url) if twilio else phone.place_call(url, secret))
             report = await run_script(call, list(turns), transcript=Transcript(call.connected_at, sink),
                                       bot_text=standin_lines(events, call.sample_rate))  # fmt: skip
             if not call.ended.is_set():

@@ -2,11 +2,11 @@
 
 `PhoneNetwork` plays Azure Communication Services towards one callbot: the Call Automation REST API (HMAC-checked,
 `AcsServer`), ACS's token signer (a local key pair whose JWKS callbot is pointed at) and the media WebSocket client.
-`PhoneCall` is one placed call: it streams caller audio as 20 ms frames, the way ACS does, and records what callbot
-sends back (audio frames and StopAudio, with arrival times). Two ways to send caller audio: `stream` (frames as
-given, for tests that check bytes) or the line (`start_line` + `say`): a frame every 20 ms for the whole call,
-silence between utterances, as a real phone line. With `telephone_leg=True` the caller's audio goes through
-a `TelephoneLeg` (8 kHz G.711 u-law) before ACS's upsampling.
+`PhoneCall` (a `callbot.local.sim_call.SimulatedCall`) is one placed call: it streams caller audio as 20 ms frames,
+as ACS does, and records what callbot sends back (audio frames and StopAudio, with arrival times). Caller audio
+goes by `stream` (frames as given, for tests that check bytes) or the line (`start_line` + `say`, key presses by
+`press_key`): a frame every 20 ms for the whole call, silence between utterances, as a real phone line. With
+`telephone_leg=True` it goes through a `TelephoneLeg` (8 kHz G.711 u-law) before ACS's upsampling.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from callbot.local.phone_messages import (
     Utterance,
     audio_message,
     close_reason,
+    dtmf_message,
 )
 from callbot.local.profile import LocalProfile
 from callbot.local.telephone import TelephoneLeg, speech_bounds
@@ -117,10 +118,14 @@ class PhoneCall:
         self.frames_sent += 1
 
     async def send_raw(self, text: str | bytes) -> None:
-        if isinstance(text, bytes):
-            await self.ws.send_bytes(text)
-        else:
-            await self.ws.send_str(text)
+        await (self.ws.send_bytes(text) if isinstance(text, bytes) else self.ws.send_str(text))
+
+    async def press_key(self, key: str) -> None:
+        """One key press: an ACS ``DtmfData`` media message (`PhoneError` when the socket is gone)."""
+        try:
+            await self.send_raw(dtmf_message(key))
+        except (ConnectionResetError, aiohttp.ClientError) as exc:
+            raise PhoneError(f"the media socket is gone ({type(exc).__name__})") from None
 
     async def stream(self, pcm: bytes, *, realtime: bool = True) -> None:
         """Send `pcm` as 20 ms frames (the last one zero-padded), paced at real time like ACS. Not while the

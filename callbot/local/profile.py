@@ -8,7 +8,10 @@ created with mode 0600 on first use by either command:
 * ``acs_access_key``: the HMAC key of the simulator's ACS REST stand-in (callbot's ``ACS_CONNECTION_STRING``),
 * ``acs_identity_pem``: the RSA key the simulator signs ACS tokens with (its JWKS is ``CALLBOT_ACS_JWKS_URL``),
 * ``resource_id`` (``ACS_RESOURCE_ID``, the token audience), ``webhook_secret``, ``signing_key``,
-* ``host``, ``acs_port`` (8765) and ``jwks_port`` (8766): where ``callbot dial`` serves ACS REST and the JWKS.
+* ``host``, ``acs_port`` (8765) and ``jwks_port`` (8766): where ``callbot dial`` serves ACS REST and the JWKS,
+* ``twilio_account_sid``, ``twilio_auth_token`` and ``twilio_port`` (8767): the Twilio stand-in of ``callbot dial
+  --twilio`` (callbot's ``TWILIO_ACCOUNT_SID``, ``TWILIO_AUTH_TOKEN``, ``TWILIO_API_BASE_URL``); a profile written
+  before Twilio gets credentials derived from its signing key, so every command reading it agrees without a rewrite.
 
 Keep the directory out of version control (``.callbot-local/`` in ``.gitignore``). All functions here block
 (file I/O, RSA key generation): call them before the event loop starts, or through ``asyncio.to_thread``.
@@ -33,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from callbot.config import Settings
 from callbot.local.acs_identity import JWKS_PATH, LocalAcsIdentity
+from callbot.local.twilio.messages import derived_credentials, sid
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ FILE_NAME = "profile.json"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_ACS_PORT = 8765
 DEFAULT_JWKS_PORT = 8766
+DEFAULT_TWILIO_PORT = 8767
 VERSION = 1
 
 
@@ -59,7 +64,20 @@ class LocalProfile:
     host: str = DEFAULT_HOST
     acs_port: int = DEFAULT_ACS_PORT
     jwks_port: int = DEFAULT_JWKS_PORT
+    twilio_account_sid: str = ""  # empty: derived from the signing key (a profile from before Twilio)
+    twilio_auth_token: str = ""
+    twilio_port: int = DEFAULT_TWILIO_PORT
     path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.twilio_account_sid and self.twilio_auth_token):
+            account, token = derived_credentials(self.signing_key)
+            object.__setattr__(self, "twilio_account_sid", account)
+            object.__setattr__(self, "twilio_auth_token", token)
+
+    @property
+    def twilio_url(self) -> str:
+        return f"http://{self.host}:{self.twilio_port}"
 
     @property
     def acs_url(self) -> str:
@@ -90,6 +108,8 @@ class LocalProfile:
             resource_id=str(uuid.uuid4()),
             webhook_secret=secrets.token_urlsafe(24),
             signing_key=secrets.token_urlsafe(32),
+            twilio_account_sid=sid("AC"),
+            twilio_auth_token=secrets.token_hex(16),
         )
 
     def to_json(self) -> str:
@@ -103,7 +123,8 @@ class LocalProfile:
             data = json.loads(text)
             fields = {k: data[k] for k in ("acs_access_key", "acs_identity_pem", "resource_id", "webhook_secret",
                                            "signing_key")}  # fmt: skip
-            extra = {k: data[k] for k in ("host", "acs_port", "jwks_port") if k in data}
+            extra = {k: data[k] for k in ("host", "acs_port", "jwks_port", "twilio_account_sid", "twilio_auth_token",
+                                          "twilio_port") if k in data}  # fmt: skip
             profile = cls(**fields, **extra, path=path)
             base64.b64decode(profile.acs_access_key, validate=True)
         except (ValueError, KeyError, TypeError) as exc:
@@ -152,7 +173,8 @@ def serve_overrides(settings: Settings, profile: LocalProfile, host: str, port: 
     """Settings for ``callbot serve`` in local development mode: the profile's values for every one of
     ACS_CONNECTION_STRING, ACS_RESOURCE_ID, CALLBOT_ACS_JWKS_URL, CALLBOT_WEBHOOK_SECRET, CALLBOT_SIGNING_KEY
     and CALLBOT_PUBLIC_URL (``http://host:port``) not set explicitly (environment or ``.env``), and the OpenAPI
-    docs on (CALLBOT_API_DOCS) unless set."""
+    docs on (CALLBOT_API_DOCS) unless set. Twilio as a group: the profile's TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN
+    and TWILIO_API_BASE_URL (the stand-in's) when neither the sid nor the token is set."""
     public_host = DEFAULT_HOST if host in ("0.0.0.0", "::", "") else host
     public_host = f"[{public_host}]" if ":" in public_host else public_host
     wanted: dict[str, Any] = {
@@ -165,7 +187,14 @@ def serve_overrides(settings: Settings, profile: LocalProfile, host: str, port: 
         "callbot_api_docs": "on",
     }
     explicit = settings.model_fields_set
-    return {name: value for name, value in wanted.items() if name not in explicit or getattr(settings, name) is None}
+    overrides = {name: value for name, value in wanted.items()
+                 if name not in explicit or getattr(settings, name) is None}  # fmt: skip
+    twilio = {"twilio_account_sid": profile.twilio_account_sid, "twilio_auth_token": profile.twilio_auth_token,
+              "twilio_api_base_url": profile.twilio_url}
+    if all(name in Settings.model_fields for name in twilio) and all(
+            getattr(settings, name) is None for name in ("twilio_account_sid", "twilio_auth_token")):  # fmt: skip
+        overrides.update(twilio)
+    return overrides
 
 
 def needs_local_acs(settings: Settings) -> bool:
@@ -176,5 +205,6 @@ def needs_local_acs(settings: Settings) -> bool:
 def local_mode_notice(profile: LocalProfile) -> str:
     """The warning ``callbot serve`` logs in local development mode (no secrets in it)."""
     return (f"local development mode: no ACS_CONNECTION_STRING or ACS_ENDPOINT, so callbot trusts the local phone "
-            f"simulator ('callbot dial'): ACS REST at {profile.acs_url}, signing keys at {profile.jwks_url} "
-            f"(profile {profile.path}). Do not expose this instance to a network.")  # fmt: skip
+            f"simulator ('callbot dial'): ACS REST at {profile.acs_url}, signing keys at {profile.jwks_url}, "
+            f"Twilio REST at {profile.twilio_url} unless TWILIO_* are set (profile {profile.path}). Do not expose "
+            "this instance to a network.")  # fmt: skip

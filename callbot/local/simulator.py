@@ -2,7 +2,7 @@
 
 A script is a list of `Turn`s (`callbot.local.script`: say, pause, barge-in, press keys, expect an ending).
 
-`run_script` plays it on a `PhoneCall` line (one 20 ms frame every 20 ms, silence in between), groups the bot's
+`run_script` plays it on a `SimulatedCall` line (one 20 ms frame every 20 ms, silence in between), groups the bot's
 audio into bursts (a gap of 400 ms, or a StopAudio, ends one), prints a live transcript and measures: time to
 answer, end of caller speech -> first bot audio per turn, and for barge-ins caller speech start -> StopAudio.
 Given ``agent_heard`` (the local-only channel of `callbot.local.heard`), it also shows what the agent heard
@@ -20,12 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from callbot.local.heard import AgentHeard, HeardTracker, heard_matches
-from callbot.local.phone import PhoneCall, PhoneError, Utterance
-from callbot.local.phone_messages import CALLBOT_HUNG_UP, dtmf_message
+from callbot.local.phone_messages import CALLBOT_HUNG_UP, PhoneError, Utterance
 from callbot.local.script import Turn, parse_script
+from callbot.local.sim_call import SimulatedCall
 from callbot.local.telephone import TelephoneLeg, playout, write_wav
 
 __all__ = ["BotMonitor", "Burst", "CallReport", "Transcript", "Turn", "TurnResult", "parse_script", "run_script"]
@@ -110,7 +108,7 @@ BotText = Callable[[Burst], Awaitable[str]]
 class BotMonitor:
     """Groups the bot audio received on a call into bursts, live; `on_burst` runs (as a task) as each ends."""
 
-    def __init__(self, call: PhoneCall, on_burst: Callable[[Burst], Coroutine[Any, Any, None]] | None = None
+    def __init__(self, call: SimulatedCall, on_burst: Callable[[Burst], Coroutine[Any, Any, None]] | None = None
                  ) -> None:  # fmt: skip
         self.call = call
         self.bursts: list[Burst] = []
@@ -184,7 +182,7 @@ class BotMonitor:
 
 @dataclass
 class CallReport:
-    call: PhoneCall
+    call: SimulatedCall
     turns: list[TurnResult]
     bursts: list[Burst]
     transcript: Transcript
@@ -247,7 +245,7 @@ class CallReport:
 
 
 async def run_script(
-    call: PhoneCall,
+    call: SimulatedCall,
     turns: list[Turn],
     *,
     transcript: Transcript,
@@ -330,24 +328,21 @@ async def run_script(
                       turns[-1].ends_with if turns else None)
 
 
-async def press(call: PhoneCall, keys: str, spacing_s: float = KEY_SPACING_S) -> Utterance:
-    """Press ``keys`` on the caller's keypad: one ACS DtmfData message per key, ``spacing_s`` apart (the line's
-    audio frames go on meanwhile); `PhoneError` if the call has ended."""
+async def press(call: SimulatedCall, keys: str, spacing_s: float = KEY_SPACING_S) -> Utterance:
+    """Press ``keys`` on the caller's keypad: one key press message per key (ACS DtmfData, Twilio dtmf),
+    ``spacing_s`` apart (the line's audio frames go on meanwhile); `PhoneError` if the call has ended."""
     times: list[float] = []
     for index, key in enumerate(keys):
         if call.ended.is_set():
             raise PhoneError(f"the call ended before the caller pressed a key: {call.end_reason}")
         if index:
             await asyncio.sleep(spacing_s)
-        try:
-            await call.send_raw(dtmf_message(key))
-        except (ConnectionResetError, aiohttp.ClientError) as exc:
-            raise PhoneError(f"the media socket is gone ({type(exc).__name__})") from None
+        await call.press_key(key)
         times.append(time.monotonic())
     return Utterance(times[0], times[-1], times[0], times[-1])
 
 
-async def _announce_end(call: PhoneCall, transcript: Transcript, monitor: BotMonitor) -> None:
+async def _announce_end(call: SimulatedCall, transcript: Transcript, monitor: BotMonitor) -> None:
     """When callbot ends the call, say so in the transcript (after the bot's last words): a transfer (and where to)
     or the agent hanging up."""
     await call.ended.wait()
@@ -359,7 +354,7 @@ async def _announce_end(call: PhoneCall, transcript: Transcript, monitor: BotMon
         transcript.add(at, "**", "the agent hung up")
 
 
-def _judge_barge_in(call: PhoneCall, result: TurnResult) -> None:
+def _judge_barge_in(call: SimulatedCall, result: TurnResult) -> None:
     speech = result.utterance
     stop = next((r for r in call.received if r.kind == "StopAudio" and r.at >= speech.speech_at - 0.02), None)
     if stop is None:
@@ -369,7 +364,7 @@ def _judge_barge_in(call: PhoneCall, result: TurnResult) -> None:
                                   for r in call.received)  # fmt: skip
 
 
-def call_channels(call: PhoneCall) -> tuple[bytes, bytes]:
+def call_channels(call: SimulatedCall) -> tuple[bytes, bytes]:
     """The caller channel (as ACS delivered it to callbot) and the bot channel (as the caller heard it, through
     the telephone leg when the call has one), from the moment the media socket opened (the transcript's time
     zero). Blocking (CPU)."""
@@ -381,7 +376,7 @@ def call_channels(call: PhoneCall) -> tuple[bytes, bytes]:
     return bytes(2 * max(0, lead)) + bytes(call.caller_audio), bot
 
 
-def write_call_wav(call: PhoneCall, path: Path, bot_path: Path | None = None) -> float:
+def write_call_wav(call: SimulatedCall, path: Path, bot_path: Path | None = None) -> float:
     """Two channels (caller left, bot right) at the media rate, and optionally the bot channel alone; returns
     the duration in seconds. Blocking (file I/O)."""
     caller, bot = call_channels(call)

@@ -48,3 +48,24 @@ async def test_demo_call_is_heard_answered_interrupted_and_transferred(tmp_path:
     assert len(recordings) == 1 and f"call recording: {Path('out', 'demo-recordings', recordings[0].name)}" in out
     report = check_recording(load_recording(recordings[0]))
     assert report.ok, report.text()  # the whole call, tool call and transfer included, replays as it happened
+
+
+async def test_demo_over_twilio_is_heard_answered_interrupted_transferred_and_replays(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "ACS_", "CALLBOT_", "TWILIO_"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "callbot", "demo", "--twilio", "--out", "out", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 90)
+    out = stdout.decode()
+    assert proc.returncode == 0, out + stderr.decode()
+    assert "over Twilio Media Streams" in out.splitlines()[0]
+    said = [line.split("] ", 1)[1] for line in out.splitlines() if re.match(r"\[\s*\d+\.\d\ds\] ", line)]
+    assert said[0] == f"bot: {BAKERY_GREETING}"
+    assert said[4].endswith("... [stopped]") and said[6].startswith("** caller barged in: bot stopped after")
+    assert said[-1] == f"** transferred to {DEMO_TRANSFER_TARGET}", "transfer_to_human through Twilio's REST API"
+    with wave.open(str(tmp_path / "out" / "demo-call.wav")) as wav:
+        assert (wav.getnchannels(), wav.getframerate()) == (2, 8000)  # mu-law 8 kHz is what the caller hears
+    recordings = list((tmp_path / "out" / "demo-recordings").glob("*.jsonl"))
+    assert len(recordings) == 1
+    report = check_recording(load_recording(recordings[0]))
+    assert report.ok, report.text()
