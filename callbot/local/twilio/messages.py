@@ -14,12 +14,14 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 
 API_VERSION = "2010-04-01"
-MULAW_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+MULAW_FORMAT: Mapping[str, Any] = MappingProxyType({"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1})
 FRAME_BYTES = 160  # 20 ms of mu-law at 8 kHz
 SAMPLE_RATE = 8000
 MULAW_SILENCE = b"\xff"
