@@ -15,7 +15,8 @@ only callbot's own leg (``is_for_everyone=False``), so the transfer can still co
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from callbot.acs.control import CallControlError
 from callbot.acs.targets import caller_phone_number, describe, is_phone_number, parse_target
@@ -43,28 +44,47 @@ async def request_transfer(svc: Services, call: Call, reason: str) -> None:
     target_setting = svc.settings.callbot_transfer_target
     if target_setting is None or svc.control is None:
         raise TransferError("transfer to a person is not available on this line")
-    if call.ended or not call.connection_id:
+    if not call.connection_id:
+        raise TransferError("the call is not connected")
+    check_transferable(call)
+    target = parse_target(target_setting)  # checked at start: cannot fail here
+    caller_id = caller_phone_number(call.caller_raw_id) if is_phone_number(target) else None
+    control, connection_id = svc.control, call.connection_id
+    caller = "the caller's number" if caller_id is not None else "not set"
+    await ask(svc, call, reason, shown=f"{describe(target)} (caller id {caller})",
+              record={"target": target.raw_id, "reason": reason, "caller_id": caller_id is not None},
+              request=lambda: control.transfer(connection_id, target, operation_context=OPERATION_PREFIX + call.call_id,
+                                               source_caller_id=caller_id),
+              errors=(CallControlError,))
+
+
+def check_transferable(call: Call) -> None:
+    """`TransferError` when ``call`` cannot be handed over now (any transport)."""
+    if call.ended:
         raise TransferError("the call is not connected")
     if call.transfer in ("requested", "accepted"):
         raise TransferError("a transfer is already under way")
-    target = parse_target(target_setting)  # checked at start: cannot fail here
-    caller_id = caller_phone_number(call.caller_raw_id) if is_phone_number(target) else None
+
+
+async def ask(svc: Services, call: Call, reason: str, *, shown: str, record: dict[str, Any],
+              request: Callable[[], Awaitable[None]], errors: tuple[type[Exception], ...]) -> None:
+    """What every transport's transfer does around its provider's request: count it, log it (the reason's length;
+    its text at DEBUG: personal data), record it, mark the call, and turn the provider's refusal (one of ``errors``,
+    with a ``status``) into a `TransferError` the model can tell the caller."""
     svc.metrics.inc("transfers_requested")
-    log.info("call %s: transfer to %s requested (reason: %d characters, caller id %s)", call.call_id,
-             describe(target), len(reason), "the caller's number" if caller_id is not None else "not set")
+    log.info("call %s: transfer to %s requested (reason: %d characters)", call.call_id, shown, len(reason))
     log.debug("call %s: transfer reason: %s", call.call_id, reason)
     if call.recorder is not None:
-        call.recorder.rest("transfer", {"target": target.raw_id, "reason": reason,
-                                        "caller_id": caller_id is not None})
+        call.recorder.rest("transfer", record)
     call.transfer = "requested"
     try:
-        await svc.control.transfer(call.connection_id, target, operation_context=OPERATION_PREFIX + call.call_id,
-                                   source_caller_id=caller_id)
-    except CallControlError as exc:
+        await request()
+    except errors as exc:
         call.transfer = "failed"
         svc.metrics.inc("transfers_failed")
         log.error("call %s: transfer failed: %s", call.call_id, exc)
-        status = f" (HTTP {exc.status})" if exc.status is not None else ""
+        code = getattr(exc, "status", None)
+        status = f" (HTTP {code})" if code is not None else ""
         raise TransferError(f"the phone system refused the transfer{status}") from None
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from callbot import transfers
 from callbot.acs.events import mask_phone_number
 from callbot.acs.targets import E164, PHONE_PREFIX
 from callbot.bridge.actions import TransferError
@@ -115,29 +116,15 @@ async def transfer_at_twilio(svc: Services, call: Call, reason: str) -> None:
     target = svc.settings.callbot_transfer_target
     if target is None or svc.twilio is None or not call.correlation_id:
         raise TransferError("transfer to a person is not available on this line")
-    if call.ended:
-        raise TransferError("the call is not connected")
-    if call.transfer in ("requested", "accepted"):
-        raise TransferError("a transfer is already under way")
+    transfers.check_transferable(call)
     number = target.removeprefix(PHONE_PREFIX)
     if not E164.fullmatch(number):
         log.error("call %s: CALLBOT_TRANSFER_TARGET is an ACS id, which Twilio cannot dial", call.call_id)
         raise TransferError("the transfer target is not a phone number this line can dial")
-    svc.metrics.inc("transfers_requested")
-    log.info("call %s: transfer to %s requested over Twilio (reason: %d characters)", call.call_id,
-             mask_phone_number(number), len(reason))
-    log.debug("call %s: transfer reason: %s", call.call_id, reason)
-    if call.recorder is not None:
-        call.recorder.rest("transfer", {"target": number, "reason": reason})
-    call.transfer = "requested"
-    try:
-        await svc.twilio.transfer(call.correlation_id, number)
-    except TwilioControlError as exc:
-        call.transfer = "failed"
-        svc.metrics.inc("transfers_failed")
-        log.error("call %s: transfer failed: %s", call.call_id, exc)
-        status = f" (HTTP {exc.status})" if exc.status is not None else ""
-        raise TransferError(f"the phone system refused the transfer{status}") from None
+    twilio, call_sid = svc.twilio, call.correlation_id
+    await transfers.ask(svc, call, reason, shown=f"{mask_phone_number(number)} over Twilio",
+                        record={"target": number, "reason": reason},
+                        request=lambda: twilio.transfer(call_sid, number), errors=(TwilioControlError,))
     call.transfer = "accepted"
     svc.metrics.inc("transfers_accepted")
     if call.bridge is not None:
