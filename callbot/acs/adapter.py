@@ -6,11 +6,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
-
 from callbot.acs import media
 from callbot.audio.formats import MediaFormat
-from callbot.bridge.transport import CallerAudio, Inbound, KeyPress, Malformed
+from callbot.bridge.transport import CallerAudio, Inbound, KeyPress, Malformed, described_json
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +55,4 @@ class AcsTransport:
         return None
 
     def describe(self, raw: str | bytes) -> dict[str, Any]:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return {"kind": "?"}
-        return body if isinstance(body, dict) else {"kind": "?"}
+        return described_json(raw)

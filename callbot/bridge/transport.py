@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from callbot.audio.formats import MediaFormat
 from callbot.bridge.actions import Action
 from callbot.bridge.core import BridgeCore
@@ -70,6 +72,15 @@ class Transport(Protocol):
         """An outbound message as the neutral record replay compares: `{"kind": "AudioData", "audioData": {"data":
         base64}}`, `{"kind": "StopAudio", ...}`, or the message's own JSON."""
         ...
+
+
+def described_json(raw: str | bytes) -> dict[str, Any]:
+    """For `Transport.describe`: an outbound JSON message's object, or ``{"kind": "?"}`` when it is not one."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    return body if isinstance(body, dict) else {"kind": "?"}
 
 
 def dispatch(core: BridgeCore, now: float, msg: Inbound) -> list[Action]:

@@ -32,7 +32,7 @@ import pybase64
 from callbot.audio import Resampler, pcm16_to_ulaw, ulaw_to_pcm16
 from callbot.audio.b64 import strict_b64_length
 from callbot.audio.formats import MEDIA_FORMATS, MediaFormat
-from callbot.bridge.transport import CallerAudio, CallerLeft, Inbound, KeyPress, Malformed, Played
+from callbot.bridge.transport import CallerAudio, CallerLeft, Inbound, KeyPress, Malformed, Played, described_json
 
 log = logging.getLogger(__name__)
 
@@ -173,12 +173,7 @@ class TwilioTransport:
         return None
 
     def describe(self, raw: str | bytes) -> dict[str, Any]:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return {"kind": "?"}
-        if not isinstance(body, dict):
-            return {"kind": "?"}
+        body = described_json(raw)
         if body.get("event") == "media":
             return {"kind": "AudioData", "audioData": {"data": _body(body, "media").get("payload")}}
         if body.get("event") == "clear":

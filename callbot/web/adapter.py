@@ -19,7 +19,7 @@ import orjson
 import pybase64
 
 from callbot.audio.formats import MEDIA_FORMATS
-from callbot.bridge.transport import CallerAudio, CallerLeft, Inbound, KeyPress, Malformed, Played
+from callbot.bridge.transport import CallerAudio, CallerLeft, Inbound, KeyPress, Malformed, Played, described_json
 
 MEDIA = MEDIA_FORMATS["pcm24k"]
 MAX_AUDIO_BYTES = MEDIA.audio.frame_bytes(100)
@@ -74,12 +74,7 @@ class WebTransport:
     def describe(self, raw: str | bytes) -> dict[str, Any]:
         if isinstance(raw, bytes | bytearray):
             return {"kind": "AudioData", "audioData": {"data": pybase64.b64encode_as_string(raw)}}
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return {"kind": "?"}
-        if not isinstance(body, dict):
-            return {"kind": "?"}
+        body = described_json(raw)
         if body.get("type") == "stop":
             return {"kind": "StopAudio", "stopAudio": {}}
         return body
