@@ -89,7 +89,7 @@ async def ask(svc: Services, call: Call, reason: str, *, shown: str, record: dic
 
 
 def on_transfer_event(svc: Services, call: Call, ev: CallEvent) -> None:
-    """CallTransferAccepted / CallTransferFailed: tell the bridge (when it takes transfer outcomes)."""
+    """CallTransferAccepted / CallTransferFailed: tell the call's bridge."""
     accepted = ev.name == "CallTransferAccepted"
     if accepted:
         call.transfer = "accepted"
@@ -99,9 +99,8 @@ def on_transfer_event(svc: Services, call: Call, ev: CallEvent) -> None:
         call.transfer = "failed"
         svc.metrics.inc("transfers_failed")
         detail = failure_detail(ev)
-    outcome = getattr(call.bridge, "transfer_outcome", None)
-    if outcome is not None:
-        outcome(accepted, detail)
+    if call.bridge is not None:
+        call.bridge.transfer_outcome(accepted, detail)
 
 
 def failure_detail(ev: CallEvent) -> str:

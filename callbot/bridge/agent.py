@@ -47,8 +47,7 @@ class FunctionCall:
     arguments: str
     response_id: str
     started_at: float
-    output: str | None = None
-    operator: bool = True  # run by the runner (else answered here: a built-in)
+    output: str | None = None  # built-ins and refusals are answered here at once; operator tools by the runner
 
 
 class AgentActions:
@@ -132,10 +131,9 @@ class AgentActions:
         self.open_responses.add(rid)
         self.calls[call_id] = call
         if len(self.calls) > MAX_PENDING_CALLS:
-            call.operator, call.output = False, '{"error": "too many function calls at once"}'
+            call.output = '{"error": "too many function calls at once"}'
             return []
         if name == TRANSFER:
-            call.operator = False
             if not self.cfg.can_transfer or self.transfer is not None:
                 call.output = NO_TRANSFER
                 return []
@@ -146,7 +144,7 @@ class AgentActions:
             log.log(self.personal_level, "call %s: transfer reason: %s", self.cfg.call_id, _reason(call.arguments))
             return []
         if name == END_CALL:  # offered no longer (CALLBOT_END_CALL_TOOL=off) but called anyway
-            call.operator, call.output = False, '{"error": "ending the call is not possible"}'
+            call.output = '{"error": "ending the call is not possible"}'
             return []
         return [RunTool(call_id, name, call.arguments)]
 

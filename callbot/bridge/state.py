@@ -85,7 +85,7 @@ class CoreConfig:
         operator's tool definitions (HTTP functions and MCP servers) offered beside the built-in ones; `end_call`
         overrides CALLBOT_END_CALL_TOOL (replays of calls recorded before the agent had actions)."""
         media = media or MEDIA_FORMATS[settings.callbot_media_format]
-        can_end_call = getattr(settings, "callbot_end_call_tool", True) if end_call is None else end_call
+        can_end_call = settings.callbot_end_call_tool if end_call is None else end_call
         session = vl.build_session(settings, media)
         offered = builtin_tools(can_end_call, can_transfer) + list(tools)
         if offered:
