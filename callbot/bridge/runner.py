@@ -72,12 +72,12 @@ class CallBridge:
         self.transport = transport
         self.tools = tools
         self.on_transfer = on_transfer  # hands the call to a person (raises TransferError); None: not on this call
+        definitions = tools.definitions() if tools is not None else []
         self.core = BridgeCore(CoreConfig.from_settings(
             call_id, settings, transport.media, transport.name, transport.notify, can_transfer=on_transfer is not None,
-            tools=tools.definitions() if tools is not None else (),
-            approve_mcp=tools.approves if tools is not None else None))
+            tools=definitions, approve_mcp=tools.approves if tools is not None else None))
         if tap is not None:
-            tap.agent(on_transfer is not None, tools.definitions() if tools is not None else [])
+            tap.agent(on_transfer is not None, definitions)
         self.tool_stats = ToolStats()
         self.tg: asyncio.TaskGroup | None = None  # while running: tool calls and transfers run in it
         self.leaving = False  # the bridge ends without hanging up (the call was transferred)
@@ -201,8 +201,7 @@ class CallBridge:
     async def _run_tool(self, action: RunTool) -> None:
         """One operator tool call, in the call's task group: cancelled when the call ends."""
         result = await run_tool(self.tools, self.call_id, action.name, action.arguments)
-        self.tool_stats.add(action.name, result)
-        log.info("call %s: tool %s: %s in %.2f s", self.call_id, action.name, result.outcome, result.latency_s)
+        self.tool_stats.add(action.name, result)  # its log line is the tool runner's
         if self.tap is not None:
             self.tap.tool_result(action.call_id, action.name, result.output, result.outcome)
         await self._execute(self.core.tool_result(self.now(), action.call_id, result.output))
