@@ -122,7 +122,7 @@ class AgentActions:
             self.seen_calls.popitem(last=False)
         call = FunctionCall(call_id, name, arguments if isinstance(arguments, str) else "{}", rid, now)
         self.stats.tool_calls += 1
-        log.info("call %s: the model calls %s (%s)", self.cfg.call_id, name, call_id)
+        log.info("call %s: the model calls %s (%s)", self.cfg.call_id, name[:64], call_id[:64])
         log.log(self.personal_level, "call %s: %s arguments: %s", self.cfg.call_id, name, call.arguments)
         if self.ended or self.ending_since is not None:
             return []  # the call is ending: nothing more will be answered
