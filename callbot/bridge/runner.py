@@ -12,7 +12,6 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -21,27 +20,12 @@ from callbot.bridge.actions import Leave, RunTool, Transfer, TransferError
 from callbot.bridge.core import Action, BridgeCore, CoreConfig, HangUp, Notify, PlayAudio, StopPlayback, VlSend
 from callbot.bridge.tools import ToolHost, ToolStats, run_tool
 from callbot.bridge.transport import CallerLeft, KeyPress, Transport, dispatch, messages
+from callbot.bridge.vl_loop import CallOver, run_voicelive
 from callbot.bridge.wire import OUTBOX_LIMIT, Outbox, WireTap
 from callbot.config import Settings
-from callbot.voicelive.connection import (
-    SendError,
-    VoiceLiveConnector,
-    VoiceLiveUnavailable,
-    receive_event,
-    send_event,
-)
+from callbot.voicelive.connection import VoiceLiveConnector
 
 log = logging.getLogger(__name__)
-
-RECONNECT_DELAYS_S = (0.0, 0.25, 0.75, 1.5)  # delays before attempts after a drop or failed connect; then give up
-STABLE_SESSION_S = 10.0  # a session that lasted this long resets the failure count
-
-
-class _CallOver(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
 
 class CallBridge:
     def __init__(
@@ -84,7 +68,7 @@ class CallBridge:
         self.notices: deque[str | bytes] = deque()  # Notify messages for the caller's side, sent by the playout
         self.loop = asyncio.get_running_loop()
         self._clock = clock if clock is not None else self.loop.time  # injectable for tests, like JwtVerifier's
-        self._sleep = sleep if sleep is not None else asyncio.sleep
+        self.sleep = sleep if sleep is not None else asyncio.sleep
         self.outbox = Outbox(OUTBOX_LIMIT)
         self.stop_pending = False  # StopAudio to send before anything else (set by a barge-in)
         self.wake = asyncio.Event()
@@ -112,7 +96,7 @@ class CallBridge:
 
     async def _watch_stop(self) -> None:
         await self.stopped.wait()
-        raise _CallOver(self.stop_reason)
+        raise CallOver(self.stop_reason)
 
     def now(self) -> float:
         return self._clock()
@@ -137,12 +121,12 @@ class CallBridge:
             async with asyncio.TaskGroup() as tg:
                 self.tg = tg
                 tg.create_task(self._media())
-                tg.create_task(self._voicelive())
+                tg.create_task(run_voicelive(self))
                 tg.create_task(self._playout())
                 tg.create_task(self._watch_stop())
-        except* _CallOver as group:
+        except* CallOver as group:
             first = group.exceptions[0]
-            self.end_reason = first.reason if isinstance(first, _CallOver) else "ended"
+            self.end_reason = first.reason if isinstance(first, CallOver) else "ended"
         finally:
             self.tg = None
             self.finished.set()
@@ -185,18 +169,18 @@ class CallBridge:
                 self.tg.create_task(self._transfer(action.reason), name=f"transfer-{self.call_id}")
         return hang_up
 
-    async def _execute(self, actions: list[Action]) -> None:
+    async def execute(self, actions: list[Action]) -> None:
         if self._execute_now(actions):
             await self._hang_up(self.end_reason)
 
     async def _hang_up(self, reason: str) -> None:
         if self.leaving:  # transferred: the call goes on without callbot
             log.info("call %s: leaving the call (%s)", self.call_id, reason)
-            raise _CallOver(reason)
+            raise CallOver(reason)
         log.info("call %s: hanging up (%s)", self.call_id, reason)
         if self.on_hang_up is not None:
             await self.on_hang_up(reason)
-        raise _CallOver(reason)
+        raise CallOver(reason)
 
     async def _run_tool(self, action: RunTool) -> None:
         """One operator tool call, in the call's task group: cancelled when the call ends."""
@@ -204,7 +188,7 @@ class CallBridge:
         self.tool_stats.add(action.name, result)  # its log line is the tool runner's
         if self.tap is not None:
             self.tap.tool_result(action.call_id, action.name, result.output, result.outcome)
-        await self._execute(self.core.tool_result(self.now(), action.call_id, result.output))
+        await self.execute(self.core.tool_result(self.now(), action.call_id, result.output))
         self.wake.set()
 
     async def _transfer(self, reason: str) -> None:
@@ -238,7 +222,7 @@ class CallBridge:
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
-                raise _CallOver("caller_hung_up")
+                raise CallOver("caller_hung_up")
             raw = message.get("text")
             if raw is None:
                 raw = message.get("bytes") or b""
@@ -248,12 +232,12 @@ class CallBridge:
             if msg is None:
                 continue
             if isinstance(msg, CallerLeft):
-                raise _CallOver("caller_hung_up")
+                raise CallOver("caller_hung_up")
             actions = dispatch(core, self.now(), msg)
             if isinstance(msg, KeyPress):
                 self.wake.set()  # the keypad's pause is a new deadline for the playout's clock
             if actions:
-                await self._execute(actions)
+                await self.execute(actions)
 
     async def _send(self, raw: str | bytes) -> None:
         assert self.ws is not None
@@ -265,7 +249,7 @@ class CallBridge:
             else:
                 await self.ws.send_bytes(raw)
         except (WebSocketDisconnect, RuntimeError, OSError):
-            raise _CallOver("caller_hung_up") from None
+            raise CallOver("caller_hung_up") from None
 
     async def _send_frames(self, actions: list[Action]) -> None:
         """The playout's actions: bot frames, and the goodbye or hang-up of an ending call. A barge-in during one of
@@ -285,92 +269,6 @@ class CallBridge:
         if self.stop_pending:
             self.stop_pending = False
             await self._send(transport.stop_message())
-
-    # -- Voice Live --------------------------------------------------------------------------------------------
-
-    async def _voicelive(self) -> None:
-        """Open, run and re-open the call's Voice Live session. A drop mid-call is one WARNING; failed attempts are
-        INFO; giving up (the retry budget spent, or a cause that retrying cannot fix: refused credential, bad URL,
-        TLS) is one ERROR naming the cause, and the caller hears the apology before the hang-up."""
-        failures = 0
-        lost_at: float | None = None
-        while True:
-            opened_at: float | None = None
-            cause, permanent = "closed", False
-            try:
-                async with self.connector.session() as conn:
-                    opened_at = self.now()
-                    if lost_at is not None:
-                        gap = opened_at - lost_at
-                        self.reconnects += 1
-                        self.longest_gap_s = max(self.longest_gap_s, gap)
-                        log.warning("call %s: Voice Live reconnected after %.2f s; restoring %d turn(s)",
-                                    self.call_id, gap, len(self.core.turns))
-                    else:
-                        log.info("call %s: Voice Live session open", self.call_id)
-                    lost_at = None
-                    await self._execute(self.core.session_opened(self.now()))
-                    await self._run_session(conn)
-                reason = "session ended"
-                if not self.core.ended:
-                    log.warning("call %s: Voice Live session dropped; reconnecting", self.call_id)
-            except VoiceLiveUnavailable as exc:
-                reason, cause, permanent = f"unavailable ({exc})", exc.cause, exc.permanent
-            now = self.now()
-            lost_at = lost_at if lost_at is not None else now
-            unsent = self.outbox.take_audio()
-            if self.tap is not None:
-                self.tap.voicelive_closed(unsent)
-            await self._execute(self.core.session_lost(now, unsent))
-            if opened_at is not None and now - opened_at >= STABLE_SESSION_S:
-                failures = 0
-            failures += 1
-            if permanent or failures > len(RECONNECT_DELAYS_S):
-                self.voicelive_failure = cause
-                log.error("call %s: Voice Live %s [%s] after %d attempt(s); apologising and ending the call",
-                          self.call_id, reason, cause, failures)
-                if self.tap is not None:
-                    self.tap.end_call("voicelive_unavailable", self.apology)
-                await self._execute(self.core.end_call(now, "voicelive_unavailable", local_audio=self.apology))
-                self.wake.set()
-                return  # the playout hangs up once the apology has played
-            delay = RECONNECT_DELAYS_S[failures - 1]
-            log.info("call %s: Voice Live %s; attempt %d in %.2f s", self.call_id, reason, failures + 1, delay)
-            await self._sleep(delay)
-
-    async def _run_session(self, conn: Any) -> None:
-        writer = asyncio.create_task(self._vl_writer(conn))
-        try:
-            await self._vl_reader(conn)
-        finally:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-
-    async def _vl_reader(self, conn: Any) -> None:
-        core = self.core
-        while True:
-            event = await receive_event(conn)
-            if event is None:
-                return
-            if self.tap is not None:
-                self.tap.vl_in(event)
-            had_queue = bool(core.queue)
-            actions = core.server_event(self.now(), event)
-            if actions:
-                await self._execute(actions)
-            if (core.queue and not had_queue) or core.calls or core.transfer_state:
-                self.wake.set()  # new deadlines for the playout's clock: audio to pace, a holding line, a handover
-
-    async def _vl_writer(self, conn: Any) -> None:
-        while True:
-            event = await self.outbox.get()
-            try:
-                await send_event(conn, event)
-            except SendError:
-                log.warning("call %s: sending to Voice Live failed; closing the session", self.call_id)
-                self.outbox.items.appendleft(event)
-                await conn.close()
-                return
 
     # -- playout -----------------------------------------------------------------------------------------------
 

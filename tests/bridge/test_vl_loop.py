@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from azure.ai.voicelive.aio import ConnectionClosed
 
-from callbot.bridge.runner import RECONNECT_DELAYS_S, STABLE_SESSION_S, CallBridge
+from callbot.bridge.runner import CallBridge
+from callbot.bridge.vl_loop import RECONNECT_DELAYS_S, STABLE_SESSION_S, run_voicelive
 from callbot.config import Settings
 from callbot.voicelive.connection import VoiceLiveUnavailable
 
@@ -69,7 +70,7 @@ async def run(script: list[float | VoiceLiveUnavailable]) -> tuple[CallBridge, C
     bridge = CallBridge("c1", settings, connector, apology=bytes(960), clock=clock,  # type: ignore[arg-type]
                         sleep=clock.sleep)
     bridge.core.start(clock())
-    await bridge._voicelive()
+    await run_voicelive(bridge)
     return bridge, connector, clock
 
 
