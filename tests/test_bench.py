@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -17,14 +18,16 @@ from callbot.benchmark import common
 from callbot.benchmark.report import build, percentiles
 
 
-async def test_bench_three_calls_loses_no_frame_and_reports_every_figure(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("transport", "stop"), [("acs", "StopAudio"), ("twilio", "clear")])
+async def test_bench_three_calls_loses_no_frame_and_reports_every_figure(tmp_path: Path, transport: str,
+                                                                         stop: str) -> None:
     out = tmp_path / "bench.json"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "callbot", "bench", "--calls", "3", "--seconds", "3", "--barge-in-every", "1",
-        "--json", str(out), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        "--transport", transport, "--json", str(out), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, stderr.decode()[-2000:]
-    assert "speech_started -> StopAudio" in stdout.decode()
+    assert f"speech_started -> {stop}" in stdout.decode()
     assert "placing calls" in stderr.decode()  # progress is shown while it runs
 
     report = json.loads(out.read_text())
@@ -45,6 +48,7 @@ async def test_bench_three_calls_loses_no_frame_and_reports_every_figure(tmp_pat
     assert server["rss_mib"] >= server["rss_idle_mib"] > 0
     assert set(report["verdict"]) == {"capacity_ok", "cpu_ok", "barge_in_ok", "rss_ok"}
     assert report["machine"]["pinning"]  # says where the server and the load ran
+    assert report["config"]["transport"] == transport
 
 
 async def test_bench_floor_relays_a_calls_messages_on_both_stacks_and_reports_their_cpu(tmp_path: Path) -> None:
@@ -71,6 +75,16 @@ def test_frame_tags_survive_as_base64_prefixes() -> None:
     delta = common.bot_frames_b64(3, 2, 10, 5, 42)
     frame_chars = len(delta) // 5
     assert common.read_bot_tag(delta[3 * frame_chars:]) == (3, 2, 13, 42)
+
+
+def test_mulaw_frame_tags_survive_whole_frame_encoding() -> None:
+    caller = common.caller_frame_mulaw(7, 123456, 99_000_001)
+    assert len(binascii.a2b_base64(caller)) == common.MULAW_FRAME_BYTES
+    assert common.read_caller_tag(caller) == (7, 123456, 99_000_001)
+    raw = binascii.a2b_base64(common.bot_frames_mulaw(3, 2, 10, 5, 42))
+    assert len(raw) == 5 * common.MULAW_FRAME_BYTES
+    assert common.read_bot_tags(raw, common.MULAW_FRAME_BYTES) == [(3, 2, 10 + i, 42) for i in range(5)]
+    assert common.read_bot_tags(raw[:17], common.MULAW_FRAME_BYTES) == []  # not even one whole tag
 
 
 def _run(phone_call: dict[str, object], model_call: dict[str, object]) -> dict[str, object]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -57,17 +58,20 @@ class Sender:
             next_at += c.FRAME_S
 
 
-async def _place_all(network: PhoneNetwork, http: aiohttp.ClientSession, cfg: dict[str, Any], window: Window,
+Place = Callable[[aiohttp.ClientSession, Window, int], Awaitable[MediaCall]]
+HangUp = Callable[[MediaCall], Awaitable[None]]
+
+
+async def _place_all(place: Place, http: aiohttp.ClientSession, cfg: dict[str, Any], window: Window,
                      senders: list[Sender], calls: list[MediaCall], errors: list[str]) -> None:
     gate = asyncio.Semaphore(PLACE_CONCURRENCY)
-    waiter = AnswerWaiter(network)
     last_report = 0.0
 
     async def one(idx: int) -> None:
         nonlocal last_report
         async with gate:
             try:
-                call = await place_call(network, http, waiter, window, cfg["url"], cfg["secret"], idx)
+                call = await place(http, window, idx)
             except (c.BenchError, aiohttp.ClientError, TimeoutError) as exc:
                 errors.append(f"call {idx}: not placed: {c.describe(exc)}")
                 return
@@ -82,24 +86,19 @@ async def _place_all(network: PhoneNetwork, http: aiohttp.ClientSession, cfg: di
     c.emit("progress", connected=len(calls), failed=len(errors))
 
 
-async def _hang_up_all(network: PhoneNetwork, calls: list[MediaCall]) -> None:
+async def _hang_up_all(hang_up: HangUp, calls: list[MediaCall]) -> None:
     gate = asyncio.Semaphore(32)
 
     async def one(call: MediaCall) -> None:
         async with gate:
-            await call.ws.close()
-            try:
-                await network.acs.post_callback(call.answered.callback_uri, "CallDisconnected",
-                                                call.answered.call_connection_id,
-                                                authorization=network.authorization())
-            except (aiohttp.ClientError, TimeoutError):
-                pass  # callbot already ended the call when the media socket closed
+            await hang_up(call)
             await call.stop_reading()
 
     await asyncio.gather(*(one(call) for call in calls))
 
 
-async def run(cfg: dict[str, Any], network: PhoneNetwork, go: asyncio.Event) -> dict[str, Any]:
+async def run(cfg: dict[str, Any], place: Place, hang_up: HangUp, go: asyncio.Event) -> dict[str, Any]:
+    """Place the calls, stream the caller audio, open and close the window, hang up: the result (any transport)."""
     window = Window()
     stopping = asyncio.Event()
     senders = [Sender(offset_s=i * c.FRAME_S / SLOTS) for i in range(SLOTS)]
@@ -110,7 +109,7 @@ async def run(cfg: dict[str, Any], network: PhoneNetwork, go: asyncio.Event) -> 
                                      timeout=aiohttp.ClientTimeout(total=30)) as http:
         sender_tasks = [asyncio.create_task(s.run(window, stopping)) for s in senders]
         try:
-            await _place_all(network, http, cfg, window, senders, calls, errors)
+            await _place_all(place, http, cfg, window, senders, calls, errors)
             await asyncio.sleep(cfg["warmup"])
             window.t0 = c.now_us()
             c.emit("window", t0=window.t0)
@@ -127,42 +126,59 @@ async def run(cfg: dict[str, Any], network: PhoneNetwork, go: asyncio.Event) -> 
             "sender_lag_us": [lag for s in senders for lag in s.lag_us],
             "calls": {str(call.idx): call.result(stop_us) for call in calls},
         }
-        await _hang_up_all(network, calls)
+        await _hang_up_all(hang_up, calls)
     return result
 
 
-async def main(cfg: dict[str, Any]) -> None:
+async def serve(cfg: dict[str, Any], env: dict[str, str], place: Place, hang_up: HangUp) -> None:
+    """The load process's life: `ready` with the env callbot needs, `go`, the run, its result, `exit`."""
     go = asyncio.Event()
     done = asyncio.Event()
-    async with PhoneNetwork() as network:
-        c.emit("ready", env=network.env())
-        task = asyncio.create_task(run(cfg, network, go))
+    c.emit("ready", env=env)
+    task = asyncio.create_task(run(cfg, place, hang_up, go))
 
-        async def on_done(result: dict[str, Any]) -> None:
+    async def commands() -> None:
+        async for command in c.commands():
+            if command.get("cmd") == "go":
+                go.set()
+            elif command.get("cmd") == "exit":
+                break
+        done.set()
+
+    reader = asyncio.create_task(commands())
+    try:
+        try:
+            result = await task
+        except (c.BenchError, aiohttp.ClientError, OSError) as exc:
+            c.emit("failed", error=c.describe(exc))
+        else:
             await asyncio.to_thread(c.write_result, cfg["result_path"], result)
             c.emit("result", path=cfg["result_path"])
+        await done.wait()
+    finally:
+        task.cancel()
+        reader.cancel()
+        await asyncio.gather(task, reader, return_exceptions=True)
 
-        async def commands() -> None:
-            async for command in c.commands():
-                if command.get("cmd") == "go":
-                    go.set()
-                elif command.get("cmd") == "exit":
-                    break
-            done.set()
 
-        reader = asyncio.create_task(commands())
-        try:
+async def main(cfg: dict[str, Any]) -> None:
+    async with PhoneNetwork() as network:
+        waiter = AnswerWaiter(network)
+
+        async def place(http: aiohttp.ClientSession, window: Window, idx: int) -> MediaCall:
+            return await place_call(network, http, waiter, window, cfg["url"], cfg["secret"], idx)
+
+        async def hang_up(call: MediaCall) -> None:
+            await call.ws.close()
+            assert call.answered is not None
             try:
-                result = await task
-            except (c.BenchError, aiohttp.ClientError, OSError) as exc:
-                c.emit("failed", error=c.describe(exc))
-            else:
-                await on_done(result)
-            await done.wait()
-        finally:
-            task.cancel()
-            reader.cancel()
-            await asyncio.gather(task, reader, return_exceptions=True)
+                await network.acs.post_callback(call.answered.callback_uri, "CallDisconnected",
+                                                call.answered.call_connection_id,
+                                                authorization=network.authorization())
+            except (aiohttp.ClientError, TimeoutError):
+                pass  # callbot already ended the call when the media socket closed
+
+        await serve(cfg, network.env(), place, hang_up)
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ class BotResponse:
 class MediaCall:
     idx: int
     ws: aiohttp.ClientWebSocketResponse
-    answered: AnsweredCall
+    answered: AnsweredCall | None  # None on a Twilio call
     caller: str
     window: Window
     seq: int = 0
@@ -201,10 +201,14 @@ class MediaCall:
 
     def _bot_frame(self, arrived: int, b64: str, first_of_message: bool) -> None:
         try:
-            _call, number, index, delta_sent = c.read_bot_tag(b64)
+            tag = c.read_bot_tag(b64)
         except ValueError:  # binascii.Error and struct.error are ValueErrors
             self.untagged += 1
             return
+        self._bot_tag(arrived, tag, first_of_message)
+
+    def _bot_tag(self, arrived: int, tag: tuple[int, int, int, int], first_of_message: bool) -> None:
+        _call, number, index, delta_sent = tag
         t0, t1 = self.window.t0, self.window.t1
         in_window = t0 <= arrived < t1
         response = self.responses.get(number)

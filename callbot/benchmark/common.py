@@ -97,6 +97,28 @@ def bot_frames_b64(call: int, response: int, first_frame: int, count: int, sent_
     return "".join(_b64(pack(call, response, first_frame + i, sent_us)) + BOT_BODY_B64 for i in range(count))
 
 
+MULAW_FRAME_BYTES = 160  # Twilio's 20 ms of mu-law 8 kHz: not a multiple of 3, so frames are base64-encoded whole
+MULAW_CALLER_BODY = tone_body(MULAW_FRAME_BYTES - _CALLER_TAG.size)
+MULAW_BOT_BODY = tone_body(MULAW_FRAME_BYTES - _BOT_TAG.size, period=91)
+
+
+def caller_frame_mulaw(call: int, seq: int, sent_us: int) -> str:
+    """A tagged 160-byte caller frame's base64 (its first 20 characters are the tag's, as for PCM frames)."""
+    return _b64(_CALLER_TAG.pack(call, seq, sent_us) + MULAW_CALLER_BODY)
+
+
+def bot_frames_mulaw(call: int, response: int, first_frame: int, count: int, sent_us: int) -> str:
+    """`count` tagged 160-byte bot frames as one base64 string (a g711_ulaw response.audio.delta payload)."""
+    pack = _BOT_TAG.pack
+    return _b64(b"".join(pack(call, response, first_frame + i, sent_us) + MULAW_BOT_BODY for i in range(count)))
+
+
+def read_bot_tags(raw: bytes, frame_bytes: int) -> list[tuple[int, int, int, int]]:
+    """The tags of the whole frames in decoded bot audio (a Twilio media payload)."""
+    size = _BOT_TAG.size
+    return [_BOT_TAG.unpack(raw[i:i + size]) for i in range(0, len(raw) - size + 1, frame_bytes)]
+
+
 def read_bot_tag(b64: str) -> tuple[int, int, int, int]:
     """(call, response, frame, delta_sent_us) from a bot frame's base64."""
     call, response, frame, sent_us = _BOT_TAG.unpack(binascii.a2b_base64(b64[:BOT_TAG_CHARS]))

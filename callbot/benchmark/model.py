@@ -52,6 +52,7 @@ class ModelSession:
     def __init__(self, ws: web.WebSocketResponse, cfg: dict[str, Any], totals: Totals) -> None:
         self.ws = ws
         self.barge_in_s: float = cfg["barge_in_every"]
+        self.frames_b64 = c.bot_frames_mulaw if cfg.get("audio") == "g711_ulaw" else c.bot_frames_b64
         self.totals = totals
         self.call = -1
         self.seqs = array("q")
@@ -159,7 +160,7 @@ class ModelSession:
             sent = c.now_us()
             if response.frames == 0:
                 response.first_us = sent
-            await self.send(head + c.bot_frames_b64(call, response.number, response.frames, count, sent) + '"}')
+            await self.send(head + self.frames_b64(call, response.number, response.frames, count, sent) + '"}')
             response.frames += count
             next_at += c.DELTA_INTERVAL_S
             await asyncio.sleep(max(0.0, next_at - loop.time()))

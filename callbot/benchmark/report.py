@@ -171,10 +171,13 @@ def _ms(value: float | None) -> str:
 def render(report: dict[str, Any]) -> str:
     cfg, srv, lat, frames = report["config"], report["server"], report["latency_ms"], report["frames"]
     barge = f"barge-in every {cfg['barge_in_every']:g} s" if cfg["barge_in_every"] else "no barge-in"
-    lines = [f"callbot bench: {report['calls']['connected']}/{cfg['calls']} calls for {cfg['seconds']:g} s, {barge}",
+    over = " over Twilio Media Streams (mu-law 8 kHz)" if cfg.get("transport") == "twilio" else ""
+    lines = [f"callbot bench: {report['calls']['connected']}/{cfg['calls']} calls{over} for {cfg['seconds']:g} s, "
+             f"{barge}",
              "", f"{'latency (ms)':34}{'p50':>9}{'p99':>9}{'max':>9}{'n':>9}"]
-    names = {"caller_to_model": "caller frame -> model append", "model_to_acs": "model delta -> first ACS frame",
-             "bot_frame_jitter": "bot audio pacing jitter", "barge_in_to_stop_audio": "speech_started -> StopAudio"}
+    phone, stop = ("Twilio", "clear") if over else ("ACS", "StopAudio")
+    names = {"caller_to_model": "caller frame -> model append", "model_to_acs": f"model delta -> first {phone} frame",
+             "bot_frame_jitter": "bot audio pacing jitter", "barge_in_to_stop_audio": f"speech_started -> {stop}"}
     for key, label in names.items():
         p = lat[key]
         lines.append(f"{label:34}{_ms(p['p50']):>9}{_ms(p['p99']):>9}{_ms(p['max']):>9}{p['n']:>9}")
@@ -188,10 +191,10 @@ def render(report: dict[str, Any]) -> str:
         f"{srv['rss_per_call_kib']} KiB per call",
         f"caller frames   {caller['sent']} sent, {caller['lost']} lost, {caller['late']} late (> 40 ms)",
         f"bot frames      {bot['sent']} sent, {bot['lost']} lost, {bot['late']} late (> 40 ms behind pace), "
-        f"{bot['cut_by_barge_in']} cut by barge-in, {bot['after_stop_audio']} after StopAudio",
+        f"{bot['cut_by_barge_in']} cut by barge-in, {bot['after_stop_audio']} after {stop}",
         f"errors          {report['errors']['count']}"
         + "".join(f"\n  {kind}: {n}" for kind, n in report["errors"]["by_kind"].items()),
-        f"load generator  ACS side {lg['acs_cpu_percent_of_core']}% of a core, model "
+        f"load generator  {phone} side {lg['acs_cpu_percent_of_core']}% of a core, model "
         f"{lg['model_cpu_percent_of_core']}%, frame sender lag p99 {_ms(lg['sender_lag_ms']['p99'])} ms",
         f"machine         {report['machine']['cpus']} CPUs ({report['machine']['pinning']}); other processes used "
         f"{report['machine']['other_cpu_percent_of_core']}% of a core during the window",

@@ -39,6 +39,7 @@ class BenchOptions:
     barge_in_every: float = 3.0
     warmup: float = 3.0
     grace: float = 2.0
+    transport: str = "acs"  # or "twilio" (Media Streams, mu-law 8 kHz, CALLBOT_TWILIO_MODEL_AUDIO=g711_ulaw)
     server_command: tuple[str, ...] = field(default=(sys.executable, "-m", "callbot", "serve"))
     keep_logs: bool = False
 
@@ -152,6 +153,7 @@ def _server_env(port: int, phone_env: dict[str, str], model_url: str, secrets_: 
         "CALLBOT_WEBHOOK_SECRET": secrets_["webhook"], "CALLBOT_SIGNING_KEY": secrets_["signing"],
         "CALLBOT_PUBLIC_URL": f"http://127.0.0.1:{port}", "CALLBOT_GREETING": "",
         "CALLBOT_MAX_CONCURRENT_CALLS": str(calls + 10), "CALLBOT_DRAIN_SECONDS": "0", "LOG_LEVEL": "INFO",
+        "CALLBOT_TWILIO_MODEL_AUDIO": "g711_ulaw",  # the tags survive only untranscoded audio
     })
     return env
 
@@ -213,10 +215,11 @@ async def run_once(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
     try:
         model = await Child.start("callbot.benchmark.model", {
             "api_key": keys["api_key"], "barge_in_every": opts.barge_in_every,
+            "audio": "g711_ulaw" if opts.transport == "twilio" else "pcm16",
             "result_path": str(tmp / "model.json")}, tmp / "model.log")
         children.append(model)
         model_url = (await model.expect("ready", timeout=20))["url"]
-        acs = await Child.start("callbot.benchmark.acs", {
+        acs = await Child.start(f"callbot.benchmark.{opts.transport}", {
             "url": url, "secret": keys["webhook"], "calls": opts.calls, "seconds": opts.seconds,
             "warmup": opts.warmup, "grace": opts.grace, "result_path": str(tmp / "acs.json")}, tmp / "acs.log")
         children.append(acs)
