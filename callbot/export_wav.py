@@ -6,13 +6,14 @@ import argparse
 import binascii
 import sys
 import wave
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from callbot.audio import ulaw_to_pcm16
 from callbot.bridge.transport import CallerAudio
 from callbot.recording import ACS_IN, ACS_OUT, Recording, RecordingError, load_recording
 from callbot.replay import Message, recorded_messages, recording_transport
@@ -29,15 +30,27 @@ class WavSummary:
     cuts: int  # StopAudio messages that cut the bot channel
 
 
+def _ulaw_b64(b64: str) -> bytes:
+    return ulaw_to_pcm16(binascii.a2b_base64(b64))
+
+
 def render(recording: Recording, bot: Sequence[Message] | None = None) -> tuple[np.ndarray[Any, Any], int, int, int]:
     """(samples x 2 int16: caller left, bot right), caller frames, bot frames, cuts. `bot` defaults to the recorded
-    outbound messages (pass a replay's messages to hear the current code)."""
+    outbound messages (pass a replay's messages to hear the current code). A Twilio call is exported as its wire
+    carried it, mu-law 8 kHz decoded to 16-bit PCM, in either model-audio mode."""
     transport = recording_transport(recording)
-    caller: list[tuple[float, bytes]] = [
-        (r.t, binascii.a2b_base64(a.b64)) for r in recording.records
-        if r.dir == ACS_IN and (raw := r.media()) is not None and isinstance(a := transport.parse(raw), CallerAudio)]
+    if recording.transport == "twilio":
+        decode: Callable[[str], bytes] = _ulaw_b64
+        caller = [(r.t, decode(str(body["audioData"]["data"]))) for r in recording.records
+                  if r.dir == ACS_IN and (raw := r.media()) is not None
+                  and (body := transport.describe(raw)).get("kind") == "AudioData"]
+    else:
+        decode = binascii.a2b_base64
+        caller = [(r.t, decode(a.b64)) for r in recording.records
+                  if r.dir == ACS_IN and (raw := r.media()) is not None
+                  and isinstance(a := transport.parse(raw), CallerAudio)]
     sent: list[tuple[float, bytes | None]] = [
-        (m.t, None if m.kind == "StopAudio" else binascii.a2b_base64(str(m.body["audioData"]["data"])))
+        (m.t, None if m.kind == "StopAudio" else decode(str(m.body["audioData"]["data"])))
         for m in (recorded_messages(recording) if bot is None else bot)
         if m.channel == ACS_OUT and m.kind in ("StopAudio", "AudioData")]
     rate = recording.sample_rate

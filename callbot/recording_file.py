@@ -70,9 +70,8 @@ class Recording:
     def sample_rate(self) -> int:
         if self.transport == "web":
             return MEDIA_FORMATS["pcm24k"].sample_rate
-        if self.transport == "twilio":  # the model's side of the call: mu-law 8 kHz or PCM 24 kHz
-            mode = self.header.get("settings", {}).get("callbot_twilio_model_audio", "g711_ulaw")
-            return MEDIA_FORMATS["pcm24k" if mode == "pcm16" else "ulaw8k"].sample_rate
+        if self.transport == "twilio":  # the wire's (what the caller heard), whatever the model's audio was
+            return MEDIA_FORMATS["ulaw8k"].sample_rate
         fmt = self.header.get("settings", {}).get("callbot_media_format", "pcm24k")
         return MEDIA_FORMATS.get(fmt, MEDIA_FORMATS["pcm24k"]).sample_rate
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import wave
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pytest
 
 from callbot.audio import Resampler, pcm16_to_ulaw, ulaw_to_pcm16
+from callbot.export_wav import export_wav
 from callbot.local.voicelive_server import VoiceLiveServer
 from callbot.local.voicelive_tools import FunctionCall
 from callbot.recording import load_recording
@@ -111,6 +114,25 @@ async def test_a_twilio_call_reaches_the_model_and_back_paced_with_marks_and_a_b
     assert recording.transport == "twilio"
     report = check_recording(recording)
     assert report.ok, report.text()
+    # the WAV is what the Twilio line carried (mu-law 8 kHz decoded) in both model-audio modes
+    summary = await asyncio.to_thread(export_wav, recording, tmp_path / "call.wav")
+    assert summary.sample_rate == 8000 and summary.cuts == 1
+    with wave.open(str(tmp_path / "call.wav")) as wav:
+        assert wav.getframerate() == 8000
+        frames = numpy.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, 2)
+    caller_pcm = numpy.frombuffer(ulaw_to_pcm16(caller), dtype="<i2")
+    heard = numpy.frombuffer(ulaw_to_pcm16(bot), dtype="<i2")
+    assert _contains(frames[:, 0], caller_pcm), "the caller's words on the left"
+    assert _contains(frames[:, 1], heard[:4000]), "the bot's answer, as sent to Twilio, on the right"
+
+
+def _contains(channel: numpy.ndarray[Any, Any], part: numpy.ndarray[Any, Any]) -> bool:
+    """`part`'s samples appear, in order and back to back, somewhere in `channel`."""
+    data, needle = channel.tobytes(), part.tobytes()
+    at = data.find(needle)
+    while at != -1 and at % 2:
+        at = data.find(needle, at + 1)
+    return at != -1
 
 
 async def test_malformed_twilio_messages_are_skipped_and_counted_and_dtmf_reaches_the_keypad(
