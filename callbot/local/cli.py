@@ -181,7 +181,11 @@ async def _dial(args: argparse.Namespace, settings: object, profile: object, sec
         call: SimulatedCall
         agent_heard: AgentHeard | None = None
         if isinstance(network, TwilioNetwork):
-            call = await network.place_call(args.url.rstrip("/"))
+            twilio, twilio_call = network, await network.place_call(args.url.rstrip("/"))
+            call = twilio_call
+
+            async def agent_heard() -> list[str] | None:
+                return await twilio.fetch_heard(twilio_call)
         else:
             acs, acs_call = network, await network.place_call(args.url.rstrip("/"), secret)
             call = acs_call

@@ -8,7 +8,9 @@ callbot has received from Voice Live for that live call, in order. `callbot dial
   `callbot.app` does not mount it otherwise, so with a real Voice Live endpoint it answers 404.
 * It is authorised exactly like an ACS callback of that call: the per-call token of the call's callback URL
   (an HMAC bound to the call id, so one call's token never opens another call's transcript) and an ACS-signed
-  JWT. A refusal is 401, counted (``heard_rejected``) and logged without the token.
+  JWT. A Twilio call's is authorised like a Twilio request: ``GET /local/heard/{call_id}?CallSid=<the call's sid>``
+  signed with ``X-Twilio-Signature`` (the account's auth token, over the public URL); each kind opens only its own
+  provider's calls. A refusal is 401, counted (``heard_rejected``) and logged without the token.
 * Only live calls are served (404 after the call ends): nothing is kept for it. Transcripts are never logged here.
 
 "Recognised" (`heard_matches`): the said and heard texts as normalised words (lower case, punctuation dropped,
@@ -28,6 +30,7 @@ import aiohttp
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from twilio.request_validator import RequestValidator
 
 from callbot.acs.auth import TokenRejected
 
@@ -47,9 +50,13 @@ MAX_WORD_ERROR_RATE = 0.2
 async def heard(request: Request) -> Response:
     svc: Services = request.app.state.services
     call_id = str(request.path_params["call_id"])
+    twilio = "x-twilio-signature" in request.headers
     try:
-        svc.signer.verify(call_id, request.query_params.get("token"), purpose="callback", now=time.time())
-        await svc.acs_verifier.verify(request.headers.get("authorization"))
+        if twilio:
+            _verify_twilio(svc, request)
+        else:
+            svc.signer.verify(call_id, request.query_params.get("token"), purpose="callback", now=time.time())
+            await svc.acs_verifier.verify(request.headers.get("authorization"))
     except TokenRejected as exc:
         svc.metrics.inc("heard_rejected")
         log.warning("local heard channel for %r: rejected (%s)", call_id[:40], exc.reason)
@@ -57,9 +64,28 @@ async def heard(request: Request) -> Response:
     call = svc.registry.get(call_id)
     if call is None or call.bridge is None:
         return JSONResponse({"error": "no such live call"}, status_code=404)
+    transport = call.bridge.transport
+    if twilio != (transport.name == "twilio") or (
+            twilio and request.query_params.get("CallSid") != getattr(transport, "call_sid", None)):
+        svc.metrics.inc("heard_rejected")
+        log.warning("call %s: local heard channel: rejected (credentials of another call or provider)", call_id)
+        return JSONResponse({"error": "unauthorized"}, status_code=401)
     texts = [turn.text for turn in call.bridge.core.turns if turn.role == "caller"]
     log.debug("call %s: local heard channel: %d caller transcript(s)", call_id, len(texts))
     return JSONResponse({"heard": texts})
+
+
+def _verify_twilio(svc: Services, request: Request) -> None:
+    """A Twilio call's request: signed like every Twilio request to callbot (`X-Twilio-Signature` over the public
+    URL, with the account's auth token), naming the call's CallSid in its query."""
+    settings = svc.settings
+    if settings.twilio_auth_token is None or not settings.callbot_public_url:
+        raise TokenRejected("Twilio is not configured here")
+    query = request.url.query
+    url = settings.callbot_public_url + request.url.path + (f"?{query}" if query else "")
+    validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
+    if not validator.validate(url, {}, request.headers["x-twilio-signature"]):
+        raise TokenRejected("wrong X-Twilio-Signature")
 
 
 def routes() -> list[Route]:
@@ -79,8 +105,13 @@ def heard_url(callback_uri: str) -> str:
 async def fetch_heard(http: aiohttp.ClientSession, callback_uri: str, authorization: str) -> list[str] | None:
     """What the agent has heard so far on the call, or None when callbot offers no such channel (a real Voice
     Live endpoint), refuses, or cannot be asked."""
+    return await fetch_heard_at(http, heard_url(callback_uri), {"Authorization": authorization})
+
+
+async def fetch_heard_at(http: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> list[str] | None:
+    """`fetch_heard` for a channel URL and its credentials (a Twilio call's: signed like Twilio signs)."""
     try:
-        async with http.get(heard_url(callback_uri), headers={"Authorization": authorization},
+        async with http.get(url, headers=headers,
                             timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)) as response:  # fmt: skip
             if response.status != 200:
                 return None

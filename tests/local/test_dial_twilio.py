@@ -9,10 +9,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from callbot.config import Settings
 from callbot.local.profile import LocalProfile, serve_overrides
+from callbot.local.twilio import TwilioNetwork
 from callbot.server import InProcess
 from tests.harness import run_callbot
 from tests.local.test_dial import run_cli
@@ -57,6 +59,9 @@ async def test_dial_twilio_answers_hears_keys_and_is_transferred_through_twilio_
     assert transcript[-1] == f"** transferred to {TARGET}", result.out
     assert counted["callbot_dtmf_keys_total"] == 4, counted
     assert "NOT ANSWERED" not in result.out and "NOT RECOGNISED" not in result.out
+    heard = [line.split("agent heard: ", 1)[1] for line in result.lines if "] agent heard: " in line]
+    assert heard[0] == "what are your opening hours", result.out  # the local-only channel, asked as Twilio asks
+    assert "what the agent heard: not available" not in result.out
     assert result.lines[-1] == f"call ended: transferred to {TARGET} (as the script expected)", result.out
     assert result.code == 0, result
 
@@ -81,3 +86,27 @@ async def test_dial_twilio_with_other_credentials_than_callbots_is_refused_in_on
         result = await run_cli(tmp_path, "dial", "--twilio", cb.url, env=env)
     assert result.lines[-1] == "call failed: callbot answered the Twilio voice webhook with HTTP 403", result.out
     assert result.code == 2
+
+
+async def test_heard_channel_opens_a_twilio_call_only_to_its_own_signed_call_sid(tmp_path: Path) -> None:
+    async with local_twilio_callbot(tmp_path) as (cb, profile):
+        network = TwilioNetwork(profile.twilio_account_sid, profile.twilio_auth_token, port=free_port())
+        async with network:
+            first = await network.place_call(cb.url)
+            second = await network.place_call(cb.url)
+            assert await network.fetch_heard(first) == []
+            assert first.heard_urls is not None and second.heard_urls is not None
+            own, _ = first.heard_urls
+            others = own.split("?", 1)[0] + "?" + second.heard_urls[0].split("?", 1)[1]  # first's id, second's sid
+            async with aiohttp.ClientSession() as http:
+                async def status(url: str, headers: dict[str, str]) -> int:
+                    async with http.get(url, headers=headers) as response:
+                        return response.status
+
+                assert await status(own, {"X-Twilio-Signature": network.sign(own, {})}) == 200
+                assert await status(others, {"X-Twilio-Signature": network.sign(others, {})}) == 401
+                assert await status(own, {"X-Twilio-Signature": network.sign(own + "&x=1", {})}) == 401
+                assert await status(own, {}) == 401  # no signature: the ACS path, which has no token here
+            await first.hang_up()
+            await second.hang_up()
+        assert (await metrics(cb))["callbot_heard_rejected_total"] == 3

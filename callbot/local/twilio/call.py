@@ -61,6 +61,7 @@ class TwilioCall:
     end_reason: str | None = None
     ended_at: float | None = None
     transferred_to: str | None = None
+    heard_urls: tuple[str, str] | None = None  # the local-only "what the agent heard" channel: (to call, to sign)
     frames_sent: int = 0
     leg: TelephoneLeg | None = None  # the caller's audio is G.711 already; the bot's is heard as decoded
     line_started_at: float | None = None

@@ -15,10 +15,12 @@ import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 import aiohttp
 from twilio.request_validator import RequestValidator
 
+from callbot.local.heard import HEARD_PATH, fetch_heard_at
 from callbot.local.phone_messages import CALLBOT_HUNG_UP, PhoneError
 from callbot.local.twilio.call import TwilioCall
 from callbot.local.twilio.messages import StreamMessages, sid, voice_webhook_form
@@ -158,9 +160,20 @@ class TwilioNetwork:
         self.rest.set_status(call_sid, "in-progress")
         call = TwilioCall(self, call_sid, ws, StreamMessages(self.account_sid, call_sid, sid("MZ")),
                           action.parameters, placed, answered, time.monotonic())  # fmt: skip
+        call_id = action.url.rstrip("/").rsplit("/", 1)[-1]
+        heard = HEARD_PATH.replace("{call_id}", call_id) + "?" + urlencode({"CallSid": call_sid})
+        call.heard_urls = (base + heard, (public_url.rstrip("/") if public_url else base) + heard)
         self.calls.append(call)
         await call.open()
         return call
+
+    async def fetch_heard(self, call: TwilioCall) -> list[str] | None:
+        """What callbot's Voice Live has heard on the call (the offline stand-in's local-only channel), asked as
+        Twilio would ask: signed with the auth token. None when callbot does not offer it."""
+        if self.http is None or call.heard_urls is None:
+            return None
+        url, signed = call.heard_urls
+        return await fetch_heard_at(self.http, url, {"X-Twilio-Signature": self.sign(signed, {})})
 
     async def wait_ended(self, call: TwilioCall, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         async with asyncio.timeout(timeout):
