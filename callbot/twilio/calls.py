@@ -27,6 +27,7 @@ from callbot.acs.events import mask_phone_number
 from callbot.acs.targets import E164, PHONE_PREFIX
 from callbot.bridge.actions import TransferError
 from callbot.security import TokenRejected
+from callbot.socket_guard import WS_TRY_AGAIN_LATER
 from callbot.twilio.adapter import TwilioTransport
 from callbot.twilio.control import TwilioControlError
 
@@ -48,16 +49,17 @@ class StreamRefused(Exception):
         self.reason = reason
 
 
-def admit(svc: Services, call_sid: str, caller: str) -> Call | None:
-    """Take a call Twilio offers (None: refused, busy); starts its bridge and stream watchdog."""
-    masked = mask_phone_number(caller) if caller else "***"
+def admit(svc: Services, call_sid: str, caller: str, *, call_id: str | None = None) -> Call | None:
+    """Take a call Twilio offers (None: refused, busy); starts its bridge and stream watchdog. `call_id`: a call
+    another replica answered, adopted with its stream (no watchdog: the stream is here)."""
+    masked = mask_phone_number(caller) if caller else ("(answered by another replica)" if call_id else "***")
     refusal = svc.registry.admission_refusal()
     if refusal is not None:
         svc.registry.rejected += 1
         svc.metrics.inc("calls_rejected")
         log.warning("Twilio call %s from %s rejected (busy): %s", call_sid, masked, refusal)
         return None
-    call = svc.registry.create(caller=masked)
+    call = svc.registry.create(caller=masked, call_id=call_id)
     call.caller_id = caller  # personal data: the operator's tools only
     call.correlation_id = call_sid
     svc.metrics.inc("calls")
@@ -76,7 +78,8 @@ def admit(svc: Services, call_sid: str, caller: str) -> Call | None:
 
     offer_transfer = svc.settings.callbot_transfer_target is not None and svc.twilio is not None
     svc._start_bridge(call, transport=transport, on_hang_up=hang_up, on_transfer=transfer if offer_transfer else None)
-    svc.registry.spawn(_watch_stream(svc, call), call, name=f"twilio-stream-{call.call_id}")
+    if call_id is None:
+        svc.registry.spawn(_watch_stream(svc, call), call, name=f"twilio-stream-{call.call_id}")
     return call
 
 
@@ -89,10 +92,27 @@ async def _watch_stream(svc: Services, call: Call) -> None:
         async with asyncio.timeout(STREAM_CONNECT_TIMEOUT_S):
             await call.answered.wait()
     except TimeoutError:
+        if await _live_elsewhere(svc, call):
+            log.info("call %s: the Twilio stream went to another replica; releasing this one's session", call.call_id)
+            svc.registry.finish(call, "media_elsewhere")
+            return
         log.error("call %s: no verified Twilio stream within %.0f s; hanging up", call.call_id,
                   STREAM_CONNECT_TIMEOUT_S)
         await hang_up_at_twilio(svc, call, "media_timeout")
         svc.registry.finish(call, "media_timeout")
+
+
+async def _live_elsewhere(svc: Services, call: Call) -> bool:
+    """Whether the call is in progress at Twilio although its stream never came here: with `<Connect><Stream>`
+    Twilio ends the call when the stream cannot connect, so a live call's stream is on another replica (adopted)."""
+    if svc.twilio is None or not call.correlation_id:
+        return False
+    try:
+        status: str = await svc.twilio.status(call.correlation_id)
+    except TwilioControlError as exc:
+        log.warning("call %s: Twilio call status unknown (%s)", call.call_id, exc)
+        return False
+    return status == "in-progress"
 
 
 async def hang_up_at_twilio(svc: Services, call: Call, reason: str) -> None:
@@ -170,32 +190,71 @@ def _redacted(raw: str) -> str:
         return raw
 
 
+async def _verified_start(svc: Services, call_id: str, ws: WebSocket) -> tuple[TwilioTransport, list[str]]:
+    """This socket's `start` (within `START_DEADLINE_S`), its token checked against `call_id`."""
+    probe = TwilioTransport(call_id, svc.settings.callbot_twilio_model_audio)  # this socket's start, unverified
+    async with asyncio.timeout(START_DEADLINE_S):
+        seen = await _read_start(ws, probe)
+    svc.signer.verify(call_id, probe.parameters.get("token"), purpose="twilio", now=time.time())
+    return probe, seen
+
+
+async def _refuse(svc: Services, call_id: str, ws: WebSocket, exc: Exception, code: int = 1008) -> None:
+    reason = getattr(exc, "reason", None) or f"no start within {START_DEADLINE_S:.0f} s"
+    svc.metrics.inc("twilio_stream_rejected")
+    log.warning("call %s: Twilio stream refused (%d): %s", call_id, code, reason)
+    await _close(ws, code)
+
+
 async def serve_stream(svc: Services, call: Call, ws: WebSocket) -> bool:
     """The (accepted) stream socket of an admitted call: verify its start, then bridge it until the bridge ends
     (True). A refused socket is closed with 1008 (False); the call waits on for its real stream (the watchdog)."""
-    probe = TwilioTransport(call.call_id, svc.settings.callbot_twilio_model_audio)  # this socket's start, unverified
     try:
-        async with asyncio.timeout(START_DEADLINE_S):
-            seen = await _read_start(ws, probe)
-        svc.signer.verify(call.call_id, probe.parameters.get("token"), purpose="twilio", now=time.time())
+        probe, seen = await _verified_start(svc, call.call_id, ws)
         if probe.call_sid != call.correlation_id:
             raise StreamRefused("the stream belongs to another Twilio call")
         if call.media_connected or call.ended:
             raise StreamRefused("the call already has its stream")
     except (TimeoutError, StreamRefused, TokenRejected, WebSocketDisconnect) as exc:
-        reason = getattr(exc, "reason", None) or f"no start within {START_DEADLINE_S:.0f} s"
-        svc.metrics.inc("twilio_stream_rejected")
-        log.warning("call %s: Twilio stream refused (1008): %s", call.call_id, reason)
-        await _close(ws, 1008)
+        await _refuse(svc, call.call_id, ws, exc)
         return False
+    await _attach(svc, call, seen, ws)
+    return True
+
+
+async def adopt_stream(svc: Services, call_id: str, ws: WebSocket) -> Call | None:
+    """The (accepted) stream socket of a call another replica answered (the ingress sent the socket here): once its
+    start carries a valid token for `call_id` (signed with this deployment's key when the TwiML was made), this
+    replica takes the call over and bridges it; the call's REST control works from here too (the call sid is in
+    `start`). None when refused (bad start or token: 1008; full or draining: 1013, Twilio ends the call)."""
+    try:
+        probe, seen = await _verified_start(svc, call_id, ws)
+    except (TimeoutError, StreamRefused, TokenRejected, WebSocketDisconnect) as exc:
+        await _refuse(svc, call_id, ws, exc)
+        return None
+    if svc.registry.get(call_id) is not None or svc.registry.has_ended(call_id):
+        await _refuse(svc, call_id, ws, StreamRefused("the call already has its stream"))
+        return None
+    call = admit(svc, probe.call_sid, "", call_id=call_id)
+    if call is None:
+        await _refuse(svc, call_id, ws, StreamRefused("cannot take over the call: busy"), code=WS_TRY_AGAIN_LATER)
+        return None
+    svc.metrics.inc("calls_adopted")
+    log.info("call %s: Twilio stream for call %s answered elsewhere; adopting it", call_id, probe.call_sid)
+    await _attach(svc, call, seen, ws)
+    return call
+
+
+async def _attach(svc: Services, call: Call, seen: list[str], ws: WebSocket) -> None:
     call.answered.set()
-    transport: TwilioTransport = call.bridge.transport
+    assert call.bridge is not None
+    transport = call.bridge.transport
+    assert isinstance(transport, TwilioTransport)
     for raw in seen:  # the verified stream's ids reach the call's own adapter (and its recording, token redacted)
         if call.recorder is not None:
             call.recorder.acs_in(_redacted(raw) if '"start"' in raw else raw)
         transport.parse(raw)
     await svc.attach_media(call, ws)
-    return True
 
 
 async def _close(ws: WebSocket, code: int) -> None:

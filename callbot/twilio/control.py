@@ -5,6 +5,7 @@ on shutdown). `TWILIO_API_BASE_URL` replaces the API domain's base URL (`https:/
 stand-in or a test server can play Twilio; `TWILIO_EDGE` / `TWILIO_REGION` keep working as the package reads them.
 
 - hang-up: `POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json` with `Status=completed`;
+- status (`GET` the call): whether a call whose stream never reached this replica is live elsewhere;
 - transfer: the same update with `Twiml=<Response><Dial><Number>+1...</Number></Dial></Response>`: Twilio ends the
   media stream (`<Connect>` is left) and dials the number, bridging the caller to whoever answers. Twilio has no
   "transfer accepted" callback like ACS: a successful update is the outcome.
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import aiohttp
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
+from twilio.rest.api.v2010.account.call import CallContext, CallInstance
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 if TYPE_CHECKING:
@@ -74,10 +77,19 @@ class TwilioControl:
     async def transfer(self, call_sid: str, number: str) -> None:
         await self._update(call_sid, "transfer", twiml=dial_twiml(number))
 
+    async def status(self, call_sid: str) -> str:
+        """The call's status at Twilio (`GET .../Calls/{CallSid}.json`): queued, ringing, in-progress, completed..."""
+        call = await self._request(call_sid, "status", lambda c: c.fetch_async())
+        return str(call.status or "")
+
     async def _update(self, call_sid: str, what: str, **fields: str) -> None:
+        await self._request(call_sid, what, lambda c: c.update_async(**fields))
+
+    async def _request(self, call_sid: str, what: str, send: Callable[[CallContext], Awaitable[CallInstance]]
+                       ) -> CallInstance:  # fmt: skip
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                await self.client.calls(call_sid).update_async(**fields)
+                return await send(self.client.calls(call_sid))
         except TwilioRestException as exc:
             code = f", Twilio error {exc.code}" if exc.code else ""
             raise TwilioControlError(f"{what} refused (HTTP {exc.status}{code})", exc.status) from None

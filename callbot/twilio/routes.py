@@ -155,17 +155,23 @@ async def stream_socket(ws: WebSocket, call_id: str, guard: Annotated[_MediaGuar
             reason = "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set"
         elif svc.sockets > svc.settings.callbot_max_concurrent_calls + MAX_EXTRA_SOCKETS:
             code, reason = WS_TRY_AGAIN_LATER, "too many media sockets"
-        elif call is None or call.ended or call.bridge is None or call.bridge.transport.name != "twilio":
+        elif call is None and svc.registry.has_ended(call_id):
+            reason = "the call has ended"
+        elif call is not None and (call.ended or call.bridge is None or call.bridge.transport.name != "twilio"):
             reason = "no such Twilio call here"
-        elif call.media_connected:
+        elif call is not None and call.media_connected:
             reason = "the call already has its stream"
         await ws.accept()
-        if reason or call is None:
+        if reason:
             svc.metrics.inc("twilio_stream_rejected")
             log.warning("Twilio stream for %r refused (%d): %s", call_id[:40], code, reason)
             await ws.close(code=code)
             return
-        if not await calls.serve_stream(svc, call, ws):
+        if call is None:  # answered by another replica? its start's token decides (checked before anything else)
+            call = await calls.adopt_stream(svc, call_id, ws)
+            if call is None:
+                return
+        elif not await calls.serve_stream(svc, call, ws):
             return  # refused: the call waits on for its real stream
         if guard.violation is not None:  # a limit cut the stream: end the call, no dead air
             await calls.hang_up_at_twilio(svc, call, f"media closed ({guard.violation})")
