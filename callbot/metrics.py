@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,6 +23,20 @@ ACS_EVENT_NAMES = frozenset({
 })
 
 
+# Latency histograms, in seconds (Prometheus `_bucket`/`_sum`/`_count`; labels: transport, outcome, never a call id).
+FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)  # in-process reactions
+SLOW = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)  # network round trips, people waiting
+HISTOGRAMS: Mapping[str, tuple[tuple[float, ...], str]] = {
+    "answer_seconds": (SLOW, "IncomingCall to the call answered (ACS answer_call returned)"),
+    "first_bot_audio_seconds": (SLOW, "bridge start (the call being answered) to the first bot audio sent"),
+    "response_latency_seconds": (SLOW, "the caller stopped speaking (speech_stopped) to the first bot audio sent"),
+    "barge_in_reaction_seconds": (FAST, "speech_started to the stop sent to the phone (StopAudio / clear / stop)"),
+    "voicelive_connect_seconds": (SLOW, "opening a Voice Live session (connect; outcome ok or failed)"),
+    "voicelive_reconnect_gap_seconds": (SLOW, "a session lost to the next one open"),
+    "tool_latency_seconds": (SLOW, "one operator tool call (outcome: ok, error, timeout, ...)"),
+}
+
+
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -35,6 +49,27 @@ class Metrics:
         self.labeled: dict[str, Counter[tuple[tuple[str, str], ...]]] = {}
         self.summaries: dict[str, tuple[float, int]] = {}
         self.gauges: dict[str, Any] = {}
+        # name -> labels -> [bucket counts..., +Inf count] and sum
+        self.histograms: dict[str, dict[tuple[tuple[str, str], ...], tuple[list[int], float]]] = {}
+        self.observers: list[Callable[[str, float, Mapping[str, str]], None]] = []  # e.g. OpenTelemetry's
+
+    def observe(self, name: str, seconds: float, labels: Mapping[str, str] | None = None) -> None:
+        """One observation of a latency histogram of `HISTOGRAMS` (unknown names and negative values are skipped)."""
+        spec = HISTOGRAMS.get(name)
+        if spec is None or not seconds >= 0:
+            return
+        key = tuple(sorted((labels or {}).items()))
+        series = self.histograms.setdefault(name, {})
+        counts, total = series.get(key) or ([0] * (len(spec[0]) + 1), 0.0)
+        for i, bound in enumerate(spec[0]):
+            if seconds <= bound:
+                counts[i] += 1
+                break
+        else:
+            counts[-1] += 1
+        series[key] = (counts, total + seconds)
+        for observer in self.observers:
+            observer(name, seconds, labels or {})
 
     def inc(self, name: str, by: int = 1) -> None:
         self.counters[name] += by
@@ -58,6 +93,17 @@ class Metrics:
                 lines.append(f"callbot_{name}_total{{{shown}}} {value}")
         for name, (total, count) in sorted(self.summaries.items()):
             lines.append(f"# TYPE callbot_{name} summary\ncallbot_{name}_sum {total:.6f}\ncallbot_{name}_count {count}")
+        for name, hist in sorted(self.histograms.items()):
+            lines.append(f"# HELP callbot_{name} {HISTOGRAMS[name][1]}\n# TYPE callbot_{name} histogram")
+            bounds = HISTOGRAMS[name][0]
+            for labels, (counts, total) in sorted(hist.items()):
+                shown = "".join(f'{k}="{_label(v)}",' for k, v in labels)
+                running = 0
+                for bound, count in zip((*bounds, "+Inf"), counts, strict=True):
+                    running += count
+                    lines.append(f'callbot_{name}_bucket{{{shown}le="{bound}"}} {running}')
+                plain = f"{{{shown.rstrip(',')}}}" if shown else ""
+                lines.append(f"callbot_{name}_sum{plain} {total:.6f}\ncallbot_{name}_count{plain} {running}")
         for name, fn in sorted(self.gauges.items()):
             lines.append(f"# TYPE callbot_{name} gauge\ncallbot_{name} {fn()}")
         return "\n".join(lines) + "\n"
@@ -89,5 +135,4 @@ def count_bridge(metrics: Metrics, bridge: CallBridge) -> None:
             metrics.inc(name, value)
     for (tool, outcome), count in bridge.tool_stats.calls.items():
         metrics.inc_labeled("tool_results", {"tool": tool, "outcome": outcome}, count)
-    if bridge.tool_stats.timed:
-        metrics.observe_sum("tool_latency_seconds", bridge.tool_stats.latency_s, bridge.tool_stats.timed)
+    # latency histograms are observed as the call goes (`CallBridge.timings`), not here

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -22,6 +22,7 @@ from callbot.acs.auth import AcsTokenVerifier
 from callbot.acs.control import CallControl, CallControlError, ConfigError
 from callbot.assets import apology, apology_for
 from callbot.bridge.runner import CallBridge
+from callbot.bridge.timings import CallTimings
 from callbot.bridge.transport import Transport
 from callbot.calls import Call, CallRegistry
 from callbot.config import Settings
@@ -225,9 +226,15 @@ class Services:
         if transport is None and transfers.transfer_available(self):
             on_transfer = transfer
         local_audio = apology_for(transport.media.audio) if transport is not None else apology(rate)
+        transport_name = transport.name if transport is not None else "acs"
+        metrics = self.metrics
+
+        def observe(name: str, seconds: float, labels: Mapping[str, str]) -> None:
+            metrics.observe(name, seconds, {"transport": transport_name, **labels})
+
         bridge = CallBridge(call.call_id, self.settings, self.connector, on_hang_up=on_hang_up or hang_up_at_acs,
                             tap=call.recorder, apology=local_audio, transport=transport, tools=tools,
-                            on_transfer=on_transfer)
+                            on_transfer=on_transfer, timings=CallTimings(observe))
         call.bridge = bridge
         call.stop_bridge = bridge.stop
         call.end_gracefully = bridge.end_gracefully
@@ -280,6 +287,7 @@ class Services:
             self.registry.finish(call, "answer_failed")
             return
         call.connection_id = call.connection_id or connection_id
+        self.metrics.observe("answer_seconds", time.time() - call.created_at, {"transport": "acs"})
         call.answered.set()
         log.info("call %s: answered, call connection %s", call.call_id, connection_id)
         await asyncio.sleep(MEDIA_CONNECT_TIMEOUT_S)

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from callbot.audio.formats import MEDIA_FORMATS
 from callbot.bridge.actions import Leave, RunTool, Transfer, TransferError
 from callbot.bridge.core import Action, BridgeCore, CoreConfig, HangUp, Notify, PlayAudio, StopPlayback, VlSend
+from callbot.bridge.timings import CallTimings
 from callbot.bridge.tools import ToolHost, ToolStats, run_tool
 from callbot.bridge.transport import CallerLeft, KeyPress, Transport, dispatch, messages
 from callbot.bridge.vl_loop import CallOver, run_voicelive
@@ -42,6 +43,7 @@ class CallBridge:
         transport: Transport | None = None,
         tools: ToolHost | None = None,
         on_transfer: Callable[[str], Awaitable[None]] | None = None,
+        timings: CallTimings | None = None,
     ) -> None:
         self.call_id = call_id
         self.settings = settings
@@ -63,6 +65,7 @@ class CallBridge:
         if tap is not None:
             tap.agent(on_transfer is not None, definitions)
         self.tool_stats = ToolStats()
+        self.timings = timings if timings is not None else CallTimings()  # latency histograms, as the call goes
         self.tg: asyncio.TaskGroup | None = None  # while running: tool calls and transfers run in it
         self.leaving = False  # the bridge ends without hanging up (the call was transferred)
         self.notices: deque[str | bytes] = deque()  # Notify messages for the caller's side, sent by the playout
@@ -117,6 +120,7 @@ class CallBridge:
         connects the media socket; `attach` hands the socket over when it arrives.
         """
         self.core.start(self.now())
+        self.timings.start(self.now())
         try:
             async with asyncio.TaskGroup() as tg:
                 self.tg = tg
@@ -186,6 +190,7 @@ class CallBridge:
         """One operator tool call, in the call's task group: cancelled when the call ends."""
         result = await run_tool(self.tools, self.call_id, action.name, action.arguments)
         self.tool_stats.add(action.name, result)  # its log line is the tool runner's
+        self.timings.observe("tool_latency_seconds", result.latency_s, outcome=result.outcome)
         if self.tap is not None:
             self.tap.tool_result(action.call_id, action.name, result.output, result.outcome)
         await self.execute(self.core.tool_result(self.now(), action.call_id, result.output))
@@ -258,17 +263,21 @@ class CallBridge:
         transport = self.transport
         for action in actions:
             if self.stop_pending:
-                self.stop_pending = False
-                await self._send(transport.stop_message())
+                await self._send_stop()
             if isinstance(action, PlayAudio):
                 if action.epoch == self.core.epoch:
                     for raw in messages(transport.audio_message(action.pcm)):  # e.g. Twilio's media + mark
                         await self._send(raw)
+                    self.timings.audio_sent(self.now())
             elif self._execute_now([action]):
                 await self._hang_up(self.end_reason)
         if self.stop_pending:
-            self.stop_pending = False
-            await self._send(transport.stop_message())
+            await self._send_stop()
+
+    async def _send_stop(self) -> None:
+        self.stop_pending = False
+        await self._send(self.transport.stop_message())
+        self.timings.stop_sent(self.now())
 
     # -- playout -----------------------------------------------------------------------------------------------
 
@@ -276,8 +285,7 @@ class CallBridge:
         core = self.core
         while True:
             if self.stop_pending and self.ws is not None:
-                self.stop_pending = False
-                await self._send(self.transport.stop_message())
+                await self._send_stop()
             while self.notices and self.ws is not None:
                 await self._send(self.notices.popleft())
             actions = core.tick(self.now())

@@ -36,10 +36,13 @@ async def run_voicelive(bridge: CallBridge) -> None:
         opened_at: float | None = None
         cause, permanent = "closed", False
         try:
+            attempt_at = bridge.now()
             async with bridge.connector.session() as conn:
                 opened_at = bridge.now()
+                bridge.timings.observe("voicelive_connect_seconds", opened_at - attempt_at, outcome="ok")
                 if lost_at is not None:
                     gap = opened_at - lost_at
+                    bridge.timings.observe("voicelive_reconnect_gap_seconds", gap)
                     bridge.reconnects += 1
                     bridge.longest_gap_s = max(bridge.longest_gap_s, gap)
                     log.warning("call %s: Voice Live reconnected after %.2f s; restoring %d turn(s)",
@@ -54,6 +57,7 @@ async def run_voicelive(bridge: CallBridge) -> None:
                 log.warning("call %s: Voice Live session dropped; reconnecting", bridge.call_id)
         except VoiceLiveUnavailable as exc:
             reason, cause, permanent = f"unavailable ({exc})", exc.cause, exc.permanent
+            bridge.timings.observe("voicelive_connect_seconds", bridge.now() - attempt_at, outcome="failed")
         now = bridge.now()
         lost_at = lost_at if lost_at is not None else now
         unsent = bridge.outbox.take_audio()
@@ -92,6 +96,9 @@ async def _vl_reader(bridge: CallBridge, conn: Any) -> None:
             return
         if bridge.tap is not None:
             bridge.tap.vl_in(event)
+        kind = event.get("type")
+        if kind == "input_audio_buffer.speech_started" or kind == "input_audio_buffer.speech_stopped":
+            bridge.timings.voicelive_event(bridge.now(), kind)
         had_queue = bool(core.queue)
         actions = core.server_event(bridge.now(), event)
         if actions:

@@ -139,7 +139,7 @@ async def test_an_operator_tool_is_called_and_its_output_or_error_reaches_the_mo
         await asyncio.sleep(0.3)
         text = await metrics(cb.url)
         assert f'callbot_tool_results_total{{outcome="{outcome}",tool="order_status"}} 1' in text
-        assert "callbot_tool_latency_seconds_count 1" in text
+        assert f'callbot_tool_latency_seconds_count{{outcome="{outcome}",transport="acs"}} 1' in text
 
 
 async def test_a_tool_that_never_answers_is_cancelled_when_the_caller_hangs_up(

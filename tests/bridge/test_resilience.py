@@ -279,6 +279,10 @@ async def test_reconnects_and_barge_ins_are_counted_at_metrics(phone: PhoneNetwo
         await first.abort()
         second = await voicelive.wait_for_session(1)
         await second.wait_for("session.update")
+        await second.speech_stopped()  # the caller finished the question: the wait for the bot starts
+        heard = len(call.bot_audio())
+        await second.start_response(text="answer", audio=speechlike(400))
+        await call.wait_until(lambda: len(call.bot_audio()) > heard, 10)
         await call.hang_up()
         for _ in range(100):
             if not cb.services.registry.calls:
@@ -290,6 +294,18 @@ async def test_reconnects_and_barge_ins_are_counted_at_metrics(phone: PhoneNetwo
         assert values["callbot_voicelive_reconnects_total"] == "1"
         assert values["callbot_barge_ins_total"] == "1"
         assert int(values["callbot_bot_frames_total"]) >= 10
+        # the latency histograms: one observation each where the call gave one, labelled by transport only
+        acs = 'transport="acs"'
+        for name, count in [("answer_seconds", 1), ("first_bot_audio_seconds", 1), ("response_latency_seconds", 1),
+                            ("barge_in_reaction_seconds", 1), ("voicelive_reconnect_gap_seconds", 1)]:
+            assert values[f"callbot_{name}_count{{{acs}}}"] == str(count), (name, text)
+            assert values[f'callbot_{name}_bucket{{{acs},le="+Inf"}}'] == str(count), name
+            assert f"# TYPE callbot_{name} histogram" in text
+        assert values[f'callbot_voicelive_connect_seconds_count{{outcome="ok",{acs}}}'] == "2"
+        buckets = [int(v) for k, v in values.items() if k.startswith("callbot_barge_in_reaction_seconds_bucket")]
+        assert buckets == sorted(buckets) and buckets[-1] == 1, "cumulative"
+        assert float(values[f"callbot_barge_in_reaction_seconds_sum{{{acs}}}"]) < 1.0
+        assert "call_id" not in text and call.answered.call_connection_id not in text
 
 
 async def test_a_defect_in_one_calls_bridge_hangs_that_call_up_and_spares_the_others(
