@@ -33,6 +33,7 @@ class Call:
     end_gracefully: Callable[[str], None] | None = None  # goodbye then hang-up, while a media bridge runs
     bridge: Any = None  # the call's CallBridge (typed Any: calls.py stays free of the bridge's imports)
     recorder: Any = None  # the call's CallRecorder when CALLBOT_RECORDINGS_DIR is set
+    trace: Any = None  # the call's callbot.telemetry.CallTrace when OpenTelemetry exports
     transfer: str = ""  # "" / "requested" / "accepted" / "failed": a transfer to a human (callbot.transfers)
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -28,6 +28,7 @@ from callbot.calls import Call, CallRegistry
 from callbot.config import Settings
 from callbot.metrics import ACS_EVENT_NAMES, Metrics, count_bridge
 from callbot.security import CallTokenSigner, EventGridAuth
+from callbot.telemetry import Telemetry, call_sink
 from callbot.tools import CallInfo, ToolRunner, ToolsFile, read_tools_file
 from callbot.tools.host import CallTools
 from callbot.urls import CALLBACK_TOKEN_TTL_S, MEDIA_TOKEN_TTL_S, public_urls
@@ -45,6 +46,7 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.telemetry: Telemetry | None = None  # OpenTelemetry, when the environment asks for an exporter
         self.registry = CallRegistry(settings.callbot_max_concurrent_calls)
         self.signer = CallTokenSigner.from_settings(settings)
         self.acs_verifier = AcsTokenVerifier.from_settings(settings)
@@ -90,6 +92,9 @@ class Services:
             log.error("CALLBOT_WEBHOOK_SECRET is not set: the incoming-call webhook refuses every request")
         if not s.callbot_public_url:
             log.error("CALLBOT_PUBLIC_URL is not set: incoming calls cannot be answered")
+        self.telemetry = Telemetry.from_environment()
+        if self.telemetry is not None:
+            self.metrics.observers.append(self.telemetry.record)
         self.tool_runner = await ToolRunner().__aenter__() if self.tools is not None else None
         if s.twilio:
             from callbot.twilio.control import TwilioControl
@@ -128,6 +133,8 @@ class Services:
             await self.tool_runner.close()
         if self.twilio is not None:
             await self.twilio.close()
+        if self.telemetry is not None:
+            await asyncio.to_thread(self.telemetry.shutdown)  # flushes the exporters: network I/O
 
     async def drain(self, seconds: float) -> None:
         """Shutdown: stop taking calls (readyz 503, IncomingCall rejected), let live calls go on for up to
@@ -180,7 +187,7 @@ class Services:
             self.metrics.inc("calls_rejected")
             log.warning("incoming call from %s rejected: %s", caller, refusal)
             if self.control is not None:
-                self.registry.spawn(self._reject(ev.incoming_call_context))
+                self.registry.spawn(self.control.reject_or_log(ev.incoming_call_context))
             return
         call = self.registry.create(caller=caller)
         call.caller_id = ev.caller_phone or ev.caller_raw_id
@@ -226,11 +233,7 @@ class Services:
         if transport is None and transfers.transfer_available(self):
             on_transfer = transfer
         local_audio = apology_for(transport.media.audio) if transport is not None else apology(rate)
-        transport_name = transport.name if transport is not None else "acs"
-        metrics = self.metrics
-
-        def observe(name: str, seconds: float, labels: Mapping[str, str]) -> None:
-            metrics.observe(name, seconds, {"transport": transport_name, **labels})
+        observe = call_sink(self.metrics, self.telemetry, call, transport.name if transport is not None else "acs")
 
         bridge = CallBridge(call.call_id, self.settings, self.connector, on_hang_up=on_hang_up or hang_up_at_acs,
                             tap=call.recorder, apology=local_audio, transport=transport, tools=tools,
@@ -255,15 +258,10 @@ class Services:
             call.stop_bridge = None
             call.end_gracefully = None
             self.registry.bridge_finished(call, reason)
+            if call.trace is not None:
+                call.trace.end(call.end_reason or reason)
             if call.recorder is not None:
                 await call.recorder.close(reason)
-
-    async def _reject(self, context: str) -> None:
-        assert self.control is not None
-        try:
-            await self.control.reject(context, "busy")
-        except CallControlError as exc:
-            log.error("rejecting a call failed: %s", exc)
 
     async def _answer(self, call: Call, context: str) -> None:
         assert self.control is not None and self.settings.callbot_public_url
@@ -276,6 +274,7 @@ class Services:
         if call.recorder is not None:
             call.recorder.rest("answer", {"callback_url": callback_url, "transport_url": transport_url,
                                           "media_format": self.settings.callbot_media_format})
+        asked = time.monotonic()
         try:
             connection_id = await self.control.answer(
                 context, callback_url=callback_url, transport_url=transport_url,
@@ -288,6 +287,8 @@ class Services:
             return
         call.connection_id = call.connection_id or connection_id
         self.metrics.observe("answer_seconds", time.time() - call.created_at, {"transport": "acs"})
+        if call.trace is not None:
+            call.trace.child("answer_call", time.monotonic() - asked)
         call.answered.set()
         log.info("call %s: answered, call connection %s", call.call_id, connection_id)
         await asyncio.sleep(MEDIA_CONNECT_TIMEOUT_S)

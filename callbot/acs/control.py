@@ -191,6 +191,13 @@ class CallControl:
             raise _error_from(exc, "reject") from None
         logger.info("rejected an incoming call (%s)", reason)
 
+    async def reject_or_log(self, incoming_call_context: str) -> None:
+        """`reject` as busy, in the background: a failure is one ERROR line (the call rings out at ACS)."""
+        try:
+            await self.reject(incoming_call_context, "busy")
+        except CallControlError as exc:
+            logger.error("rejecting a call failed: %s", exc)
+
     async def hang_up(self, call_connection_id: str, *, for_everyone: bool = True) -> bool:
         """End the call (``for_everyone``: terminate, else the bot leaves); False if it had already ended."""
         connection = self._client.get_call_connection(call_connection_id)

@@ -1,0 +1,157 @@
+"""OpenTelemetry: nothing runs unless asked; a call's span tree and histograms (the SDK's in-memory exporters); the
+console exporter; OTLP/HTTP to a local collector that decodes what it gets with opentelemetry-proto."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from callbot.local.phone import PhoneNetwork
+from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.telemetry import Telemetry
+from tests.bridge.test_bridge_e2e import phone_env, speechlike
+from tests.harness import WEBHOOK_SECRET, run_callbot
+from tests.test_app_calls import eventually
+
+
+def test_nothing_configured_means_no_telemetry_at_all() -> None:
+    assert Telemetry.from_environment({}) is None
+    assert Telemetry.from_environment({"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
+                                       "OTEL_SERVICE_NAME": "x"}) is None
+
+
+async def test_a_call_without_an_exporter_makes_no_span_and_installs_no_provider(
+        phone: PhoneNetwork, voicelive: VoiceLiveServer, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    for name in ("APPLICATIONINSIGHTS_CONNECTION_STRING", "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER",
+                 "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    async with run_callbot(azure_voicelive_endpoint=voicelive.url, **phone_env(phone)) as cb:
+        call = await phone.place_call(cb.url, WEBHOOK_SECRET)
+        await voicelive.wait_for_session(0)
+        [live] = cb.services.registry.calls.values()
+        assert cb.services.telemetry is None and live.trace is None
+        assert cb.services.metrics.observers == []
+        await call.hang_up()
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider), "no SDK provider was installed"
+
+
+async def test_a_call_with_a_barge_in_and_a_reconnect_is_one_trace_with_its_spans_and_histograms(
+        phone: PhoneNetwork, voicelive: VoiceLiveServer) -> None:  # fmt: skip
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    telemetry = Telemetry.with_providers(tracer_provider, MeterProvider(metric_readers=[reader]))
+    async with run_callbot(azure_voicelive_endpoint=voicelive.url, **phone_env(phone)) as cb:
+        cb.services.telemetry = telemetry
+        cb.services.metrics.observers.append(telemetry.record)
+        call = await phone.place_call(cb.url, WEBHOOK_SECRET)
+        first = await voicelive.wait_for_session(0)
+        await first.wait_for("session.update")
+        await first.start_response(text="long", audio=speechlike(3000))
+        await call.wait_for_audio(frames=10)
+        await first.speech_started()
+        await call.wait_for_stop()
+        await first.abort()
+        second = await voicelive.wait_for_session(1)
+        await second.wait_for("session.update")
+        await call.hang_up()
+        await eventually(lambda: not cb.services.registry.calls, 10, "the call ended")
+    finished = spans.get_finished_spans()
+    [root] = [s for s in finished if s.name == "call"]
+    assert root.parent is None and root.attributes is not None
+    assert root.attributes["callbot.transport"] == "acs"
+    assert root.attributes["callbot.correlation_id"] == call.answered.correlation_id
+    assert root.attributes["callbot.end_reason"]
+    children = sorted(s.name for s in finished if s is not root)
+    assert children == ["answer_call", "voicelive.connect", "voicelive.connect", "voicelive.reconnect"], children
+    assert {s.context.trace_id for s in finished} == {root.context.trace_id}, "one trace per call"
+    assert all(s.parent is not None and s.parent.span_id == root.context.span_id for s in finished if s is not root)
+    assert all(s.end_time is not None and s.start_time is not None and s.end_time >= s.start_time for s in finished)
+    events = [e.name for e in root.events]
+    assert events.count("barge_in") == 1 and events.count("first_bot_audio") == 1, events
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {m.name: m.data.data_points for rm in data.resource_metrics for sm in rm.scope_metrics
+              for m in sm.metrics}  # fmt: skip
+    [barge] = points["callbot.barge_in_reaction"]
+    assert barge.count == 1 and dict(barge.attributes or {}) == {"transport": "acs"}
+    assert sum(p.count for p in points["callbot.voicelive_connect"]) == 2
+    assert len(finished) < 10, "no span per frame or message"
+
+
+CONSOLE = """
+from callbot.telemetry import Telemetry
+telemetry = Telemetry.from_environment()
+trace = telemetry.call("c1", "twilio", "CA123")
+trace.observed("barge_in_reaction_seconds", 0.002, {})
+trace.end("caller_hung_up")
+telemetry.shutdown()
+"""
+
+
+async def test_otel_traces_exporter_console_prints_the_calls_span() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CONSOLE, env={**os.environ, "OTEL_TRACES_EXPORTER": "console"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    text = out.decode()
+    assert '"name": "call"' in text and '"callbot.correlation_id": "CA123"' in text and '"barge_in"' in text
+
+
+@pytest.fixture
+async def collector() -> AsyncIterator[tuple[str, list[tuple[str, bytes]]]]:
+    received: list[tuple[str, bytes]] = []
+
+    async def accept(request: web.Request) -> web.Response:
+        received.append((request.path, await request.read()))
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", accept)
+    app.router.add_post("/v1/metrics", accept)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", received
+    finally:
+        await runner.cleanup()
+
+
+async def test_otel_exporter_otlp_endpoint_sends_the_calls_trace_over_otlp_http(
+        collector: tuple[str, list[tuple[str, bytes]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, received = collector
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "callbot-test")
+    telemetry = Telemetry.from_environment()
+    assert telemetry is not None and telemetry.mode == "sdk"
+    trace_ = telemetry.call("c2", "acs", "corr-9")
+    assert trace_ is not None
+    trace_.child("voicelive.connect", 0.12, {"callbot.outcome": "ok"})
+    trace_.end("caller_hung_up")
+    telemetry.record("response_latency_seconds", 0.8, {"transport": "acs"})
+    await asyncio.to_thread(telemetry.shutdown)  # flushes both exporters
+    paths = sorted({path for path, _ in received})
+    assert paths == ["/v1/metrics", "/v1/traces"], paths
+    request = ExportTraceServiceRequest.FromString(next(body for path, body in received if path == "/v1/traces"))
+    [resource_spans] = request.resource_spans
+    service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}["service.name"]
+    assert service == "callbot-test"
+    names = sorted(s.name for ss in resource_spans.scope_spans for s in ss.spans)
+    assert names == ["call", "voicelive.connect"]
