@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ ACS_EVENT_NAMES = frozenset({
 # Latency histograms, in seconds (Prometheus `_bucket`/`_sum`/`_count`; labels: transport, outcome, never a call id).
 FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)  # in-process reactions
 SLOW = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)  # network round trips, people waiting
-HISTOGRAMS: Mapping[str, tuple[tuple[float, ...], str]] = {
+HISTOGRAMS: Mapping[str, tuple[tuple[float, ...], str]] = MappingProxyType({
     "answer_seconds": (SLOW, "IncomingCall to the call answered (ACS answer_call returned)"),
     "first_bot_audio_seconds": (SLOW, "bridge start (the call being answered) to the first bot audio sent"),
     "response_latency_seconds": (SLOW, "the caller stopped speaking (speech_stopped) to the first bot audio sent"),
@@ -34,7 +35,7 @@ HISTOGRAMS: Mapping[str, tuple[tuple[float, ...], str]] = {
     "voicelive_connect_seconds": (SLOW, "opening a Voice Live session (connect; outcome ok or failed)"),
     "voicelive_reconnect_gap_seconds": (SLOW, "a session lost to the next one open"),
     "tool_latency_seconds": (SLOW, "one operator tool call (outcome: ok, error, timeout, ...)"),
-}
+})
 
 
 def _label(value: str) -> str:

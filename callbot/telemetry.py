@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from callbot.metrics import HISTOGRAMS, Metrics
@@ -35,10 +36,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "callbot"
-SPAN_OF = {"voicelive_connect_seconds": "voicelive.connect", "voicelive_reconnect_gap_seconds": "voicelive.reconnect",
-           "tool_latency_seconds": "tool"}
-EVENT_OF = {"barge_in_reaction_seconds": "barge_in", "response_latency_seconds": "bot_answered",
-            "first_bot_audio_seconds": "first_bot_audio"}
+SPAN_OF: Mapping[str, str] = MappingProxyType({
+    "voicelive_connect_seconds": "voicelive.connect", "voicelive_reconnect_gap_seconds": "voicelive.reconnect",
+    "tool_latency_seconds": "tool"})
+EVENT_OF: Mapping[str, str] = MappingProxyType({
+    "barge_in_reaction_seconds": "barge_in", "response_latency_seconds": "bot_answered",
+    "first_bot_audio_seconds": "first_bot_audio"})
 
 
 def _exporters(env: Mapping[str, str], kind: str) -> list[str]:

@@ -47,7 +47,9 @@ CALL_TYPES = ["CallConnected", "ParticipantsUpdated", "PlayCompleted", "PlayFail
               "MediaStreamingStopped", "RecognizeCompleted", "ContinuousDtmfRecognitionToneReceived"]
 ENDING_TYPES = ["CallDisconnected", "MediaStreamingFailed", "AnswerFailed", "CreateCallFailed"]
 METRIC_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-PROMETHEUS_LINE = re.compile(rf"(# TYPE {METRIC_NAME} (counter|gauge))|({METRIC_NAME} -?[0-9.e+]+)")
+LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+PROMETHEUS_LINE = re.compile(rf"(# TYPE {METRIC_NAME} (counter|gauge|summary|histogram))|(# HELP {METRIC_NAME} [^\n]*)"
+                             rf"|({METRIC_NAME}(\{{{LABEL}(,{LABEL})*\}})? -?[0-9.e+]+)")
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

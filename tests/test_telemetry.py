@@ -21,7 +21,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from callbot.local.phone import PhoneNetwork
 from callbot.local.voicelive_server import VoiceLiveServer
 from callbot.telemetry import Telemetry
-from tests.bridge.test_bridge_e2e import phone_env, speechlike
+from tests.bridge.test_bridge_e2e import phone_env
+from tests.bridge.test_resilience import barge_in_then_reconnect
 from tests.harness import WEBHOOK_SECRET, run_callbot
 from tests.test_app_calls import eventually
 
@@ -58,15 +59,7 @@ async def test_a_call_with_a_barge_in_and_a_reconnect_is_one_trace_with_its_span
         cb.services.telemetry = telemetry
         cb.services.metrics.observers.append(telemetry.record)
         call = await phone.place_call(cb.url, WEBHOOK_SECRET)
-        first = await voicelive.wait_for_session(0)
-        await first.wait_for("session.update")
-        await first.start_response(text="long", audio=speechlike(3000))
-        await call.wait_for_audio(frames=10)
-        await first.speech_started()
-        await call.wait_for_stop()
-        await first.abort()
-        second = await voicelive.wait_for_session(1)
-        await second.wait_for("session.update")
+        await barge_in_then_reconnect(call, voicelive)
         await call.hang_up()
         await eventually(lambda: not cb.services.registry.calls, 10, "the call ended")
     finished = spans.get_finished_spans()

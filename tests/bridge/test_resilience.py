@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import time
+from typing import Any
 
 import aiohttp
 import psutil
@@ -19,6 +20,7 @@ import pytest
 from callbot.bridge.wire import Outbox as _Outbox
 from callbot.local.phone import PhoneNetwork
 from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.local.voicelive_session import ServerSession
 from callbot.server import wait_until_ready
 from callbot.voicelive.connection import HEARTBEAT_S
 from tests.bridge.test_bridge_e2e import phone_env, speechlike
@@ -266,19 +268,25 @@ async def test_sigterm_drains_live_calls_then_says_goodbye_and_exits(phone: Phon
             await proc.wait()
 
 
+async def barge_in_then_reconnect(call: Any, voicelive: VoiceLiveServer) -> ServerSession:
+    """The bot answers, the caller barges in, then the Voice Live session drops: the second session, configured."""
+    first = await voicelive.wait_for_session(0)
+    await first.wait_for("session.update")
+    await first.start_response(text="long", audio=speechlike(3000))
+    await call.wait_for_audio(frames=10)
+    await first.speech_started()
+    await call.wait_for_stop()
+    await first.abort()
+    second = await voicelive.wait_for_session(1)
+    await second.wait_for("session.update")
+    return second
+
+
 async def test_reconnects_and_barge_ins_are_counted_at_metrics(phone: PhoneNetwork,
                                                                 voicelive: VoiceLiveServer) -> None:
     async with run_callbot(azure_voicelive_endpoint=voicelive.url, **phone_env(phone)) as cb:
         call = await phone.place_call(cb.url, WEBHOOK_SECRET)
-        first = await voicelive.wait_for_session(0)
-        await first.wait_for("session.update")
-        await first.start_response(text="long", audio=speechlike(3000))
-        await call.wait_for_audio(frames=10)
-        await first.speech_started()
-        await call.wait_for_stop()
-        await first.abort()
-        second = await voicelive.wait_for_session(1)
-        await second.wait_for("session.update")
+        second = await barge_in_then_reconnect(call, voicelive)
         await second.speech_stopped()  # the caller finished the question: the wait for the bot starts
         heard = len(call.bot_audio())
         await second.start_response(text="answer", audio=speechlike(400))
