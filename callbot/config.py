@@ -40,7 +40,8 @@ _URL_SCHEMES: Mapping[str, frozenset[str]] = MappingProxyType({
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, frozen=True
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, frozen=True,
+        hide_input_in_errors=True,  # a rejected value may be a secret (a key, a URL with a SAS token)
     )
 
     # Voice Live
@@ -87,6 +88,8 @@ class Settings(BaseSettings):
 
     # Operations
     callbot_recordings_dir: Path | None = None
+    callbot_recordings_url: str | None = None  # an Azure Blob container instead of the directory (recording_store)
+    azure_storage_connection_string: SecretStr | None = None  # for CALLBOT_RECORDINGS_URL: Azurite (else identity)
     callbot_max_call_seconds: float = Field(3600.0, gt=0)
     callbot_max_concurrent_calls: int = Field(100, ge=1)
     callbot_drain_seconds: float = Field(30.0, ge=0)
@@ -134,6 +137,7 @@ class Settings(BaseSettings):
         "callbot_eventgrid_tenant_id",
         "callbot_instructions_file",
         "callbot_recordings_dir",
+        "callbot_recordings_url",
         "callbot_tools_file",
         "callbot_voice_endpoint_id",
         "callbot_voice_model",
@@ -148,7 +152,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("azure_voicelive_api_key", "acs_connection_string", "callbot_signing_key",
-                     "callbot_webhook_secret", "callbot_web_phone_key", "twilio_auth_token", mode="before")
+                     "callbot_webhook_secret", "callbot_web_phone_key", "twilio_auth_token",
+                     "azure_storage_connection_string", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -176,6 +181,18 @@ class Settings(BaseSettings):
             raise ValueError(f"{info.field_name.upper()} must be a URL with a scheme ({', '.join(sorted(schemes))}) "
                              f"and a host, e.g. https://example.com")
         return value.strip()
+
+    @field_validator("callbot_recordings_url")
+    @classmethod
+    def _container_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from callbot.recording_store import container_url_problem
+
+        problem = container_url_problem(value.strip())
+        if problem is not None:  # the value itself is not repeated: it may carry a SAS token
+            raise ValueError(f"CALLBOT_RECORDINGS_URL {problem}")
+        return value.strip().rstrip("/")
 
     @field_validator("callbot_transfer_target")
     @classmethod
@@ -250,6 +267,12 @@ class Settings(BaseSettings):
         key = self.callbot_web_phone_key
         if key is not None and len(key.get_secret_value()) < 12:
             raise ValueError("CALLBOT_WEB_PHONE_KEY must be at least 12 characters")
+        return self
+
+    @model_validator(mode="after")
+    def _one_recordings_place(self) -> Settings:
+        if self.callbot_recordings_dir is not None and self.callbot_recordings_url is not None:
+            raise ValueError("set CALLBOT_RECORDINGS_DIR or CALLBOT_RECORDINGS_URL, not both")
         return self
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""Call recordings: every message at a call's wire boundaries, one JSON Lines file per call.
+"""Call recordings: every message at a call's wire boundaries, one JSON Lines file (or blob) per call.
 
 Line 1 is a header: ``{"format": "callbot-recording", "version": 1, "call_id", "started_at", "transport",
 "settings"}`` (the call's transport, ``acs``, ``web`` or ``twilio``, absent in older recordings: ``acs``; the applied
@@ -24,9 +24,11 @@ transport. Every other line is one message::
 Audio stays base64 inside the messages, so nothing is lost. Tokens in URLs, ``incomingCallContext`` and
 authorization values are redacted.
 
-The tap methods only serialise and append to a buffer; a background task writes batches through
-``asyncio.to_thread``, so the audio path never waits for the disk. A write error (full disk) is logged once and the
-call goes on unrecorded.
+The tap methods only serialise and append to a buffer; a background task writes batches to the recording's sink
+(`callbot.recording_store`: a file through ``asyncio.to_thread``, or an Azure append blob), so the audio path never
+waits for storage. A file write error (full disk) is logged once and the call goes on unrecorded; a blob storage
+outage is buffered and retried for up to 30 s (nothing lost when storage comes back), then the recording stops with
+an error line: what was stored stays, the call goes on.
 """
 
 from __future__ import annotations
@@ -34,14 +36,12 @@ from __future__ import annotations
 import asyncio
 import binascii
 import logging
-import os
 import re
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
@@ -61,6 +61,7 @@ from callbot.recording_file import (
     load_recording,
     parse_recording,
 )
+from callbot.recording_store import BlobStore, FileSink, RecordingSink, SinkError
 
 __all__ = ["ACS_IN", "ACS_OUT", "DIRECTIONS", "FORMAT", "META", "VERSION", "VL_IN", "VL_OUT", "CallRecorder", "Record",
            "Recording", "RecordingError", "header_settings", "load_recording", "parse_recording", "redact"]
@@ -69,7 +70,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.25
 FLUSH_BYTES = 256 * 1024
-MAX_BUFFER_BYTES = 64 * 1024 * 1024  # the disk is stalled beyond this: stop recording rather than eat memory
+MAX_BUFFER_BYTES = 64 * 1024 * 1024  # the storage is stalled beyond this: stop recording rather than eat memory
 REDACTED = "<redacted>"
 SECRET_KEYS = frozenset({  # compared lower-cased without "_" and "-"
     "incomingcallcontext", "authorization", "token", "accesstoken", "secret", "accesskey", "apikey", "password",
@@ -110,40 +111,52 @@ def header_settings(settings: Settings) -> dict[str, Any]:
 class CallRecorder:
     """Implements the bridge's `WireTap` plus the call-control events. Create with `open`, end with `close`."""
 
-    def __init__(self, fh: BinaryIO, path: Path, call_id: str, header: dict[str, Any],
+    def __init__(self, sink: RecordingSink, call_id: str, header: dict[str, Any],
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.path = path
         self.call_id = call_id
-        self._fh: BinaryIO | None = fh
+        self._sink = sink
         self._clock = clock
         self._t0 = clock()
         self._buffer: list[bytes] = []
         self._buffered = 0
+        self._pending = 0  # taken from the buffer by the writer, not stored yet (a storage outage)
         self._failed = self._closing = self._closed = False
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._file_lock = threading.Lock()
         self.lines = self.dropped = 0
         self._append(orjson.dumps({"format": FORMAT, "version": VERSION, "call_id": call_id, **header}))
 
+    @property
+    def path(self) -> Path | None:
+        """The file, for a recording in `CALLBOT_RECORDINGS_DIR` (None for a blob)."""
+        return self._sink.path if isinstance(self._sink, FileSink) else None
+
+    @property
+    def location(self) -> str:
+        """The file's path or the blob's URL (no secret in either)."""
+        return self._sink.location
+
     @classmethod
-    def open(cls, directory: Path, call_id: str, settings: Settings, *,
+    def open(cls, destination: Path | BlobStore, call_id: str, settings: Settings, *,
              clock: Callable[[], float] = time.monotonic, transport: str = "acs") -> CallRecorder | None:
-        """Create ``<directory>/<UTC time>-<call id>.jsonl`` (mode 0600); None, with one error log, if impossible."""
+        """Record to ``<destination>/<UTC time>Z-<call id>.jsonl``: a new file (mode 0600) in a directory, or an
+        append blob in the store's container (created by the first write). None, with one error log, if a file
+        cannot be created."""
         started = datetime.now(UTC)
         name = f"{started:%Y%m%dT%H%M%S}Z-{_SAFE_NAME.sub('_', call_id)[:80]}.jsonl"
-        path = Path(directory) / name
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            fh = os.fdopen(fd, "wb")
-        except OSError as exc:
-            log.error("call %s: not recorded: cannot create a file in %s (%s)", call_id, directory,
-                      exc.strerror or type(exc).__name__)
-            return None
+        sink: RecordingSink
+        if isinstance(destination, BlobStore):
+            sink = destination.sink(name)
+        else:
+            try:
+                sink = FileSink.create(Path(destination) / name)
+            except OSError as exc:
+                log.error("call %s: not recorded: cannot create a file in %s (%s)", call_id, destination,
+                          exc.strerror or type(exc).__name__)
+                return None
         header = {"started_at": started.isoformat(timespec="milliseconds"), "transport": transport,
                   "settings": header_settings(settings)}
-        return cls(fh, path, call_id, header, clock)
+        return cls(sink, call_id, header, clock)
 
     # -- the wire tap (synchronous: serialise and buffer, never I/O) ---------------------------------------------
 
@@ -225,8 +238,8 @@ class CallRecorder:
         self._append(line)
 
     def _append(self, line: bytes) -> None:
-        if self._buffered > MAX_BUFFER_BYTES:
-            self._fail("the disk does not keep up")
+        if self._buffered + self._pending > MAX_BUFFER_BYTES:
+            self._fail("the storage does not keep up")
             return
         self._buffer.append(line)
         self._buffered += len(line) + 1
@@ -258,47 +271,54 @@ class CallRecorder:
             self._failed = True
             log.error("call %s: recording stopped (%s); the call goes on", self.call_id, reason)
         self._buffer.clear()
-        self._buffered = 0
+        self._buffered = self._pending = 0
 
-    # -- writing (off the event loop) --------------------------------------------------------------------------
+    # -- writing (off the audio path: the sink's I/O runs in this task, files in a worker thread) ----------------
 
     async def _write_loop(self) -> None:
         assert self._wake is not None
+        sink, pending, down_since = self._sink, b"", None
         while not self._closing and not self._failed:
-            try:
-                await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_S)
+            try:  # while the storage is down, retry every second at most (each try may take its timeout)
+                await asyncio.wait_for(self._wake.wait(), sink.flush_interval_s if down_since is None else 1.0)
             except TimeoutError:
                 pass
             self._wake.clear()
-            data = self._take()
-            if data and not self._failed:
-                await asyncio.to_thread(self._write, data, False)
-        await asyncio.to_thread(self._write, self._take(), True)
-
-    def _write(self, data: bytes, close: bool) -> None:
-        """Runs in a worker thread."""
-        with self._file_lock:
-            fh = self._fh
-            if fh is None:
-                return
+            pending += self._take()
+            self._pending = len(pending)
+            if not pending or self._failed:
+                continue
             try:
-                if data and not self._failed:
-                    fh.write(data)
-                    fh.flush()
-            except OSError as exc:
-                self._failed = True
-                log.error("call %s: recording stopped: writing %s failed (%s); the call goes on", self.call_id,
-                          self.path.name, exc.strerror or type(exc).__name__)
-            if close or self._failed:
-                self._fh = None
-                try:
-                    fh.close()
-                except OSError:
-                    pass
+                await sink.write(pending)
+            except SinkError as exc:
+                now = time.monotonic()
+                if down_since is None and sink.outage_s > 0:
+                    down_since = now
+                    log.error("call %s: recording: %s; buffering for up to %.0f s; the call goes on", self.call_id,
+                              exc, sink.outage_s)
+                if down_since is None or now - down_since >= sink.outage_s:
+                    self._fail(str(exc) if down_since is None else f"{exc}; storage down for {now - down_since:.0f} s")
+                continue
+            if down_since is not None:
+                log.warning("call %s: recording: storage is back after %.1f s; nothing lost", self.call_id,
+                            time.monotonic() - down_since)
+            pending, down_since, self._pending = b"", None, 0
+        await self._finish(pending)
+
+    async def _finish(self, pending: bytes) -> None:
+        """The last write (what is left, with the `end` marker) and the sink's close."""
+        data = b"" if self._failed else pending + self._take()
+        self._pending = 0
+        if data:
+            try:
+                await self._sink.write(data)
+            except SinkError as exc:
+                self._fail(str(exc))
+        await self._sink.close()
 
     async def close(self, reason: str = "") -> None:
-        """Write what is buffered plus an ``end`` marker and close the file. Safe to call twice or when cancelled
-        (the final write completes in its thread)."""
+        """Write what is buffered plus an ``end`` marker and close the sink. Safe to call twice or when cancelled
+        (the final write completes in its task)."""
         if self._closed:
             return
         self.marker("end", reason=reason)
@@ -308,13 +328,13 @@ class CallRecorder:
         if writer is not None and not writer.done():
             assert self._wake is not None
             self._wake.set()
-            await asyncio.wait({writer})  # our cancellation does not cancel the writer: it still closes the file
-        if self._fh is not None:  # no writer ran, or it was cancelled (loop shutdown) before closing the file
-            await asyncio.shield(asyncio.to_thread(self._write, self._take(), True))
+            await asyncio.wait({writer})  # our cancellation does not cancel the writer: it still closes the sink
+        if writer is None or writer.cancelled():  # no writer ran, or it was cancelled (loop shutdown)
+            await asyncio.shield(self._finish(b""))
         if self._failed:
-            log.warning("call %s: recording %s is incomplete", self.call_id, self.path)
+            log.warning("call %s: recording %s is incomplete", self.call_id, self.location)
         else:
-            log.info("call %s: recording written to %s (%d lines)", self.call_id, self.path, self.lines)
+            log.info("call %s: recording written to %s (%d lines)", self.call_id, self.location, self.lines)
 
 
 def _media_kind(text: str) -> str:

@@ -127,7 +127,12 @@ def parse_recording(lines: Iterable[bytes], path: Path | None = None) -> Recordi
 
 
 def load_recording(path: str | Path) -> Recording:
-    """Read a recording file (blocking: from async code, use `asyncio.to_thread(load_recording, path)`)."""
+    """Read a recording file, or a blob given its URL (blocking: from async code, use
+    `asyncio.to_thread(load_recording, path)`). Raises OSError (a `SinkError` for a blob) or RecordingError."""
+    from callbot.recording_store import is_blob_url, read_location
+
+    if is_blob_url(path):
+        return parse_recording(read_location(path).splitlines(keepends=True))
     path = Path(path)
     with path.open("rb") as fh:
         return parse_recording(fh, path)

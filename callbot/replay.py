@@ -362,14 +362,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def register_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rp = sub.add_parser("replay", help="replay a recorded call against the current code and report differences")
-    rp.add_argument("file", type=Path, help="a recording (.jsonl) written with CALLBOT_RECORDINGS_DIR")
+    rp.add_argument("file", help="a recording: a .jsonl file (CALLBOT_RECORDINGS_DIR) or a blob URL (_URL)")
     rp.add_argument("--wav", type=Path, help="also write the replayed call as a two-channel WAV")
     rp.add_argument("--frame-tolerance", type=int, default=1,
                     help="audio frames a run may differ by (live ticks run a little late; default 1)")
     rp.add_argument("-v", "--verbose", action="store_true", help="show the bridge's log while replaying")
     rp.set_defaults(func=cmd_replay)
     ex = sub.add_parser("export-wav", help="write a recorded call as a WAV: caller left, bot right, as heard")
-    ex.add_argument("file", type=Path, help="a recording (.jsonl) written with CALLBOT_RECORDINGS_DIR")
+    ex.add_argument("file", help="a recording: a .jsonl file (CALLBOT_RECORDINGS_DIR) or a blob URL (_URL)")
     ex.add_argument("out", type=Path, help="the WAV to write: caller on the left channel, bot on the right")
     ex.set_defaults(func=_cmd_export_wav)
 

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +28,7 @@ from callbot.bridge.transport import Transport
 from callbot.calls import Call, CallRegistry
 from callbot.config import Settings
 from callbot.metrics import ACS_EVENT_NAMES, Metrics, count_bridge
+from callbot.recording_store import BlobStore, open_recordings
 from callbot.security import CallTokenSigner, EventGridAuth
 from callbot.telemetry import Telemetry, call_sink
 from callbot.tools import CallInfo, ToolRunner, ToolsFile, read_tools_file
@@ -60,6 +62,7 @@ class Services:
         self.sockets = 0  # open media sockets, handshakes included (counted by the app's media endpoint)
         self.web_attempts = KeyAttempts()  # the web phone's key checks, rate-limited per client address
         self.twilio: Any = None  # callbot.twilio.control.TwilioControl when Twilio credentials are set
+        self.recordings: Path | BlobStore | None = None  # CALLBOT_RECORDINGS_DIR or _URL (opened at start)
         self.metrics.gauges["active_calls"] = lambda: len(self.registry)
         self.metrics.gauges["media_sockets"] = lambda: self.sockets
 
@@ -96,6 +99,7 @@ class Services:
         if self.telemetry is not None:
             self.metrics.observers.append(self.telemetry.record)
         self.tool_runner = await ToolRunner().__aenter__() if self.tools is not None else None
+        self.recordings = await open_recordings(s)
         if s.twilio:
             from callbot.twilio.control import TwilioControl
 
@@ -120,19 +124,13 @@ class Services:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        if self.control is not None:
-            await self.control.close()
-        if self.connector is not None:
-            await self.connector.close()
-        await self.acs_verifier.close()
-        if self.eventgrid_auth is not None:
-            await self.eventgrid_auth.close()
+        closing: tuple[Any, ...] = (self.control, self.connector, self.acs_verifier, self.eventgrid_auth,
+                                    self.tool_runner, self.twilio, self.recordings)
+        for resource in closing:  # each holds an HTTP session or a credential
+            if resource is not None and not isinstance(resource, Path):
+                await resource.close()
         if self.standin is not None:
             await self.standin.stop()
-        if self.tool_runner is not None:
-            await self.tool_runner.close()
-        if self.twilio is not None:
-            await self.twilio.close()
         if self.telemetry is not None:
             await asyncio.to_thread(self.telemetry.shutdown)  # flushes the exporters: network I/O
 
@@ -205,11 +203,10 @@ class Services:
         self.registry.spawn(self._answer(call, ev.incoming_call_context), call)
 
     def _open_recorder(self, call: Call, transport: str = "acs") -> None:
-        directory = self.settings.callbot_recordings_dir
-        if directory is not None:
+        if self.recordings is not None:
             from callbot.recording import CallRecorder
 
-            call.recorder = CallRecorder.open(directory, call.call_id, self.settings,
+            call.recorder = CallRecorder.open(self.recordings, call.call_id, self.settings,
                                               clock=asyncio.get_running_loop().time, transport=transport)
 
     def _start_bridge(self, call: Call, transport: Transport | None = None,

@@ -5,6 +5,7 @@ import os
 import ssl
 import tempfile
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 from aiohttp import web
@@ -12,6 +13,9 @@ from aiohttp import web
 from callbot.local.phone import PhoneNetwork
 from callbot.local.voicelive_server import VoiceLiveServer
 from tests.harness import VOICELIVE_KEY
+
+if TYPE_CHECKING:
+    from tests.azurite import Azurite
 
 
 @pytest.fixture
@@ -70,3 +74,27 @@ async def tls_server() -> AsyncIterator[str]:
         yield f"https://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def azurite_executable() -> str:
+    """Azurite's blob service, installed by `.ci/install-azurite` when missing (skips, saying why, if it cannot be)."""
+    from tests.azurite import find_azurite
+
+    executable, why = find_azurite()
+    if executable is None:
+        pytest.skip(f"Azurite unavailable: {why}")
+    return executable
+
+
+@pytest.fixture
+async def azurite(azurite_executable: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Azurite]:
+    """A fresh Azurite blob service on a free port (its own data directory), stopped after the test."""
+    from tests.azurite import Azurite
+
+    server = Azurite(azurite_executable, tmp_path_factory.mktemp("azurite"))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

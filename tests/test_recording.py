@@ -16,6 +16,7 @@ from callbot.acs import media
 from callbot.bridge.core import CoreConfig
 from callbot.config import Settings
 from callbot.recording import CallRecorder, RecordingError, load_recording
+from callbot.recording_store import FileSink
 
 API_KEY = "vl-key-that-must-never-be-written-0123"
 SIGNING_KEY = "signing-key-that-must-never-be-written"
@@ -164,7 +165,7 @@ async def test_an_unwritable_directory_logs_one_error_and_the_call_goes_unrecord
 async def test_a_full_disk_logs_an_error_and_the_tap_keeps_accepting(caplog: pytest.LogCaptureFixture) -> None:
     header = {"started_at": "2025-01-01T00:00:00.000+00:00", "settings": {}}
     full = await asyncio.to_thread(Path("/dev/full").open, "wb")  # every write fails with ENOSPC
-    rec = CallRecorder(full, Path("/dev/full"), "c6", header)
+    rec = CallRecorder(FileSink(full, Path("/dev/full")), "c6", header)
     with caplog.at_level(logging.ERROR, logger="callbot.recording"):
         rec.acs_in(media.encode_audio("AAAA"))
         await wait_until(lambda: any(r.levelno == logging.ERROR for r in caplog.records))
