@@ -97,6 +97,14 @@ param maxConcurrentCalls int = 140
 ])
 param logLevel string = 'INFO'
 
+@description('[CALLBOT_RECORDINGS] Record every call (all its wire messages, callers\' voices included) to a private Blob Storage container. false (the default): no storage account, nothing recorded. true: a storage account with shared keys off, the app identity as Storage Blob Data Contributor on the container, and CALLBOT_RECORDINGS_URL set.')
+param recordings bool = false
+
+@description('[CALLBOT_RECORDINGS_RETENTION_DAYS] With recordings: days a recording is kept before the lifecycle rule deletes it.')
+@minValue(1)
+@maxValue(3650)
+param recordingsRetentionDays int = 30
+
 @description('[CALLBOT_DRAIN_SECONDS] How long active calls may go on after SIGTERM (new revision, scale-in). The replica\'s termination grace period is this plus 30 s; Container Apps allows at most 600 s.')
 @minValue(0)
 @maxValue(570)
@@ -238,6 +246,18 @@ module ai 'modules/ai.bicep' = {
   }
 }
 
+module storage 'modules/storage.bicep' = if (recordings) {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'st${resourceToken}'
+    location: location
+    tags: tags
+    writerPrincipalId: identity.outputs.principalId
+    retentionDays: recordingsRetentionDays
+  }
+}
+
 // The app module reads outputs of the registry, Key Vault, ACS and AI modules, so it starts only after their role
 // assignments exist: the first revision pulls from the registry and resolves the Key Vault references with the
 // identity.
@@ -260,6 +280,7 @@ module app 'modules/containerapp.bicep' = {
     webPhoneKeySecretUri: keyVault.outputs.webPhoneKeySecretUri
     twilioAccountSidSecretUri: keyVault.outputs.twilioAccountSidSecretUri
     twilioAuthTokenSecretUri: keyVault.outputs.twilioAuthTokenSecretUri
+    recordingsUrl: recordings ? storage.outputs.containerUrl : ''
     voiceLiveEndpoint: ai.outputs.endpoint
     voiceLiveModel: voiceLiveModel
     voiceLiveAgentName: voiceLiveAgentName

@@ -24,6 +24,8 @@ param webPhoneKeySecretUri string = ''
 @description('Key Vault URIs of the Twilio account SID and auth token; empty: no Twilio (its routes refuse everything).')
 param twilioAccountSidSecretUri string = ''
 param twilioAuthTokenSecretUri string = ''
+@description('The recordings container (CALLBOT_RECORDINGS_URL); empty: calls are not recorded.')
+param recordingsUrl string = ''
 
 // App settings (see main.bicep for what each one means).
 param voiceLiveEndpoint string
@@ -102,8 +104,8 @@ var effectivePublicUrl = empty(publicUrl) ? 'https://${fqdn}' : publicUrl
 // Every setting of the interface's Environment table that applies in Azure. Deliberately not set here:
 // AZURE_VOICELIVE_API_KEY and ACS_CONNECTION_STRING (keys: this deployment signs in with the managed identity,
 // and the AI account has key auth disabled); CALLBOT_INSTRUCTIONS_FILE (CALLBOT_INSTRUCTIONS carries the prompt;
-// no file is mounted); CALLBOT_RECORDINGS_DIR (off: recordings hold callers' voices, and container storage is
-// ephemeral); CALLBOT_ACS_JWKS_URL and CALLBOT_ACS_ISSUER (the service's defaults are Microsoft's real ones).
+// no file is mounted); CALLBOT_RECORDINGS_DIR (container storage is ephemeral: recordings go to Blob Storage,
+// CALLBOT_RECORDINGS_URL, when main.bicep's `recordings` is on; they hold callers' voices, so off by default); CALLBOT_ACS_JWKS_URL and CALLBOT_ACS_ISSUER (the service's defaults are Microsoft's real ones).
 // Any of them can still be passed through extraEnv.
 var appEnv = [
   { name: 'AZURE_VOICELIVE_ENDPOINT', value: voiceLiveEndpoint }
@@ -137,6 +139,7 @@ var twilioEnv = twilioOn ? [
   { name: 'TWILIO_ACCOUNT_SID', secretRef: twilioSidRef }
   { name: 'TWILIO_AUTH_TOKEN', secretRef: twilioAuthRef }
 ] : []
+var recordingsEnv = empty(recordingsUrl) ? [] : [{ name: 'CALLBOT_RECORDINGS_URL', value: recordingsUrl }]
 var twilioSecrets = twilioOn ? [
   { name: twilioSidRef, keyVaultUrl: twilioAccountSidSecretUri, identity: identityId }
   { name: twilioAuthRef, keyVaultUrl: twilioAuthTokenSecretUri, identity: identityId }
@@ -202,7 +205,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
         {
           name: 'callbot'
           image: empty(fetchImage.outputs.image) ? placeholderImage : fetchImage.outputs.image
-          env: concat(appEnv, webPhoneEnv, twilioEnv, extraEnv)
+          env: concat(appEnv, webPhoneEnv, twilioEnv, recordingsEnv, extraEnv)
           resources: {
             cpu: json(cpu)
             memory: memory

@@ -16,6 +16,7 @@ import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 import yaml
@@ -34,6 +35,7 @@ COMMUNICATION_AND_EMAIL_SERVICE_OWNER = "09976791-48a7-449e-bb21-39d1a415f350"
 CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
 USER_ACCESS_ADMINISTRATOR = "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9"
+STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 
 # The interface's Environment table (../shared/interface.md), kept here for a clone without shared/ beside it.
 INTERFACE_ENV = {
@@ -190,7 +192,8 @@ def test_modules_get_exactly_the_parameters_they_declare() -> None:
             target = (path.parent / module["detail"]["path"]).resolve()
             assert target.is_file(), f"{path.name}: module {symbol} points at a missing {target}"
             declared = bicep(target).get("parameters", {})
-            passed = set(module["config"].get("params", {}))
+            config = module["config"].get("config", module["config"])  # a conditional module: {condition, config}
+            passed = set(config.get("params", {}))
             required = {name for name, p in declared.items() if p.get("default") is None}
             assert passed <= set(declared), f"{symbol}: unknown params {passed - set(declared)}"
             assert required <= passed, f"{symbol}: required params not passed {required - passed}"
@@ -239,6 +242,8 @@ def test_app_identity_gets_least_privilege_roles_on_each_target_resource() -> No
     assert granted.pop(COGNITIVE_SERVICES_USER) == {"Microsoft.CognitiveServices/accounts"}
     assert granted.pop(ACR_PULL) == {"Microsoft.ContainerRegistry/registries"}
     assert granted.pop(KEY_VAULT_SECRETS_USER) == {"Microsoft.KeyVault/vaults"}
+    # recordings (when on): blobs of the one container, not the account
+    assert granted.pop(STORAGE_BLOB_DATA_CONTRIBUTOR) == {"Microsoft.Storage/storageAccounts/blobServices/containers"}
     # ACS: the narrow built-in role by default (Contributor only as an explicit, documented override).
     assert granted.pop(COMMUNICATION_AND_EMAIL_SERVICE_OWNER) == {"Microsoft.Communication/communicationServices"}
     assert not granted, f"unexpected role assignments: {granted}"
@@ -249,8 +254,9 @@ def test_app_identity_gets_least_privilege_roles_on_each_target_resource() -> No
 
 def test_every_role_goes_to_the_apps_user_assigned_identity() -> None:
     main = INFRA / "main.bicep"
-    for symbol in ("registry", "keyVault", "communication", "ai"):
-        params = bicep(main)["modules"][symbol]["config"]["params"]
+    for symbol in ("registry", "keyVault", "communication", "ai", "storage"):
+        config = bicep(main)["modules"][symbol]["config"]
+        params = config.get("config", config)["params"]
         principal = next(v for k, v in params.items() if k.endswith("rincipalId"))
         assert {"identity", "outputs", "principalId"} <= identifiers(principal), symbol
     _path, app = container_app()
@@ -575,3 +581,37 @@ def test_twilio_is_off_unless_both_credentials_are_given_and_they_come_from_key_
     assert azd["twilioAuthToken"]["value"] == "${TWILIO_AUTH_TOKEN=}"
     for name in ("twilioAccountSid", "twilioAuthToken"):
         assert "secure" in json.dumps(bicep(INFRA / "main.bicep")["parameters"][name]["decorators"])
+
+
+def test_recordings_storage_exists_only_when_turned_on_with_no_keys_no_public_access_and_a_retention_rule() -> None:
+    main = bicep(INFRA / "main.bicep")
+    assert main["parameters"]["recordings"]["default"] is False, "off unless the operator turns it on"
+    storage = main["modules"]["storage"]["config"]
+    assert storage["condition"] == "recordings"
+    assert storage["config"]["params"]["retentionDays"] == "recordingsRetentionDays"
+    assert decorators(main["parameters"]["recordingsRetentionDays"]) == {"description": ANY, "min_value": 1,
+                                                                        "max_value": 3650}
+    [(path, _symbol, account)] = of_type("Microsoft.Storage/storageAccounts")
+    props = account["config"]["properties"]
+    assert props["allowSharedKeyAccess"] is False and props["allowBlobPublicAccess"] is False
+    assert props["supportsHttpsTrafficOnly"] is True and props["minimumTlsVersion"] == "TLS1_2"
+    [(_p, _s, container)] = of_type("Microsoft.Storage/storageAccounts/blobServices/containers")
+    assert container["config"]["properties"]["publicAccess"] == "None"
+    [(_p, _s, policy)] = of_type("Microsoft.Storage/storageAccounts/managementPolicies")
+    [rule] = policy["config"]["properties"]["policy"]["rules"]
+    assert rule["definition"]["actions"]["baseBlob"]["delete"]["daysAfterCreationGreaterThan"] == "retentionDays"
+    assert "appendBlob" in rule["definition"]["filters"]["blobTypes"], "recordings are append blobs"
+
+
+def test_the_recordings_url_reaches_the_app_only_when_recordings_are_on() -> None:
+    path, _app = container_app()
+    doc = bicep(path)
+    assert doc["parameters"]["recordingsUrl"]["default"] == ""
+    env = doc["variables"]["recordingsEnv"]["value"]["operator"]["operands"]
+    assert env["condition"]["function"]["type"] == "empty" and env["true_value"] == []
+    assert env["false_value"] == [{"name": "CALLBOT_RECORDINGS_URL", "value": "recordingsUrl"}]
+    passed = bicep(INFRA / "main.bicep")["modules"]["app"]["config"]["params"]["recordingsUrl"]
+    assert {"recordings", "storage", "containerUrl"} <= identifiers(passed)
+    azd = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert azd["recordings"]["value"] == "${CALLBOT_RECORDINGS=false}"
+    assert azd["recordingsRetentionDays"]["value"] == "${CALLBOT_RECORDINGS_RETENTION_DAYS=30}"
