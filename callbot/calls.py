@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import secrets
 import time
@@ -71,10 +72,11 @@ class CallRegistry:
     def get(self, call_id: str) -> Call | None:
         return self.calls.get(call_id)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], call: Call | None = None, name: str | None = None
-              ) -> asyncio.Task[Any]:
-        """Run work in the background, keeping a reference until it finishes (RUF006) and logging its failure."""
-        task = asyncio.create_task(coro, name=name)
+    def spawn(self, coro: Coroutine[Any, Any, Any], call: Call | None = None, name: str | None = None,
+              context: contextvars.Context | None = None) -> asyncio.Task[Any]:
+        """Run work in the background, keeping a reference until it finishes (RUF006) and logging its failure.
+        `context`: the task's contextvars (a call's trace span); default a copy of the current one."""
+        task = asyncio.create_task(coro, name=name, context=context)
         owner = call.tasks if call is not None else self.background
         owner.add(task)
         task.add_done_callback(owner.discard)

@@ -189,6 +189,15 @@ def _recorded_approvals(recording: Recording) -> Callable[[str, str], bool]:
     return lambda server, name: requests.get((server, name), False)
 
 
+def _recorded_metadata(recording: Recording) -> dict[str, str] | None:
+    """The session metadata the call had (its ids; absent in older recordings)."""
+    for r in recording.records:
+        if r.dir == VL_OUT and r.kind == "session.update":
+            metadata = r.data.get("event", {}).get("session", {}).get("metadata")
+            return {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else None
+    return None
+
+
 def replay(recording: Recording, *, core_factory: CoreFactory = BridgeCore) -> ReplayResult:
     """Run the recording's inbound messages through a new core; returns what it sent (see the module doc)."""
     transport = recording_transport(recording)
@@ -199,7 +208,7 @@ def replay(recording: Recording, *, core_factory: CoreFactory = BridgeCore) -> R
         can_transfer=agent is not None and agent.get("can_transfer") is True,
         end_call=None if agent is not None else False,  # recorded before calls had agent actions: none offered
         tools=[t for t in tools if isinstance(t, dict)] if isinstance(tools, list) else (),
-        approve_mcp=_recorded_approvals(recording)))
+        approve_mcp=_recorded_approvals(recording), metadata=_recorded_metadata(recording)))
     inputs = sorted((r for r in recording.records if _is_input(r)), key=lambda r: r.t)
     horizon = max((r.t for r in recording.records if _on_bridge_wire(r)), default=0.0) / 1000  # the bridge's end
     run = _Replayer(core, transport)

@@ -30,7 +30,7 @@ from callbot.config import Settings
 from callbot.metrics import ACS_EVENT_NAMES, Metrics, count_bridge
 from callbot.recording_store import BlobStore, open_recordings
 from callbot.security import CallTokenSigner, EventGridAuth
-from callbot.telemetry import Telemetry, call_sink
+from callbot.telemetry import Telemetry, call_sink, correlate_logs, session_ids, traced
 from callbot.tools import CallInfo, ToolRunner, ToolsFile, read_tools_file
 from callbot.tools.host import CallTools
 from callbot.urls import CALLBACK_TOKEN_TTL_S, MEDIA_TOKEN_TTL_S, public_urls
@@ -98,6 +98,7 @@ class Services:
         self.telemetry = Telemetry.from_environment()
         if self.telemetry is not None:
             self.metrics.observers.append(self.telemetry.record)
+            correlate_logs()
         self.tool_runner = await ToolRunner().__aenter__() if self.tools is not None else None
         self.recordings = await open_recordings(s)
         if s.twilio:
@@ -232,13 +233,15 @@ class Services:
         local_audio = apology_for(transport.media.audio) if transport is not None else apology(rate)
         observe = call_sink(self.metrics, self.telemetry, call, transport.name if transport is not None else "acs")
 
-        bridge = CallBridge(call.call_id, self.settings, self.connector, on_hang_up=on_hang_up or hang_up_at_acs,
-                            tap=call.recorder, apology=local_audio, transport=transport, tools=tools,
-                            on_transfer=on_transfer, timings=CallTimings(observe))
+        bridge = CallBridge(call.call_id, self.settings, self.connector, tap=call.recorder, apology=local_audio,
+                            on_hang_up=traced(call, "hang_up", on_hang_up or hang_up_at_acs), transport=transport,
+                            on_transfer=on_transfer and traced(call, "transfer", on_transfer), tools=tools,
+                            timings=CallTimings(observe), session_metadata=session_ids(call))
         call.bridge = bridge
         call.stop_bridge = bridge.stop
         call.end_gracefully = bridge.end_gracefully
-        self.registry.spawn(self._run_bridge(call, bridge), call, name=f"bridge-{call.call_id}")
+        self.registry.spawn(self._run_bridge(call, bridge), call, name=f"bridge-{call.call_id}",
+                            context=call.trace.task_context() if call.trace is not None else None)
 
     async def _run_bridge(self, call: Call, bridge: CallBridge) -> None:
         reason = "cancelled"
@@ -376,6 +379,8 @@ class Services:
         bridge: CallBridge = call.bridge
         call.media_connected = True
         bridge.attach(ws)
+        if call.trace is not None:
+            call.trace.root.add_event("media_socket_accepted")
         try:
             await bridge.finished.wait()
         finally:

@@ -13,17 +13,22 @@ Set-up (`Telemetry.from_environment`, once per process, at `Services` start):
 Per call (`CallTrace`): a root span `call` (attributes: call id, transport, the ACS correlation id / Twilio call sid
 / web session), `answer_call` as a child, and from the call's timings (`callbot.bridge.timings`): a child span for each
 Voice Live connect attempt (`voicelive.connect`), each reconnect gap (`voicelive.reconnect`) and each tool call
-(`tool`), each with its real duration; span events for each barge-in (with its reaction time), each answer (response
-latency) and the first bot audio. The root ends when the call ends, with its end reason. Histogram observations
-go to OpenTelemetry histograms of the same names and buckets as `/metrics`.
+(`tool`), each with its real duration; `hang_up` and `transfer` spans around those requests (any transport);
+span events for each barge-in (with its reaction time), each answer (response latency), the first bot audio and
+the media socket's arrival. The root ends when the call ends, with its end reason. The call's tasks run with its
+span current, so their log lines end with `trace=<id> span=<id>` (and the distro's exported logs carry them).
+The Voice Live session's `metadata` carries the call id and the correlation id (`session_ids`), so the service's
+own logs of the session can be joined to the call. Histogram observations go to OpenTelemetry histograms of the
+same names and buckets as `/metrics`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -178,9 +183,71 @@ class CallTrace:
         elif name in EVENT_OF:
             self.root.add_event(EVENT_OF[name], {"callbot.seconds": round(seconds, 6)})
 
+    def task_context(self) -> contextvars.Context:
+        """A copy of the current context with the call's span current: the call's tasks run in it, so what they
+        log carries the call's trace and span ids (`TraceFormatter`) and their spans are the call's children."""
+        from opentelemetry import context
+
+        ctx = contextvars.copy_context()
+        ctx.run(context.attach, self.context)
+        return ctx
+
     def end(self, reason: str) -> None:
         self.root.set_attribute("callbot.end_reason", reason)
         self.root.end()
+
+
+def session_ids(call: Call) -> dict[str, str]:
+    """The Voice Live session's `metadata`: callbot's call id and the transport's correlation id (ACS correlation
+    id, Twilio call sid), whether or not telemetry is on (service-side logs join the call by them)."""
+    ids = {"callbot_call_id": call.call_id}
+    if call.correlation_id:
+        ids["correlation_id"] = call.correlation_id
+    return ids
+
+
+def traced(call: Call, name: str, action: Callable[[str], Awaitable[None]]) -> Callable[[str], Awaitable[None]]:
+    """`action(reason)` (a hang-up, a transfer) as a span of the call's trace, when it has one: its duration, the
+    reason, and an error status when it raised."""
+
+    async def run(reason: str) -> None:
+        trace: CallTrace | None = call.trace
+        if trace is None:
+            await action(reason)
+            return
+        from opentelemetry.trace import Status, StatusCode
+
+        with trace.tracer.start_as_current_span(name, context=trace.context, record_exception=False,
+                                                set_status_on_exception=False) as span:
+            span.set_attribute("callbot.reason", reason)
+            try:
+                await action(reason)
+            except Exception as exc:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+
+    return run
+
+
+class TraceFormatter(logging.Formatter):
+    """The log format plus `trace=<id> span=<id>` on lines logged inside a span (a call's tasks)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from opentelemetry import trace
+
+        line = super().format(record)
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            line += f" trace={ctx.trace_id:032x} span={ctx.span_id:016x}"
+        return line
+
+
+def correlate_logs() -> None:
+    """Give the root logger's handlers the `TraceFormatter` (same format): called when telemetry is on."""
+    for handler in logging.getLogger().handlers:
+        current = handler.formatter
+        if current is not None and not isinstance(current, TraceFormatter):
+            handler.setFormatter(TraceFormatter(current._fmt, current.datefmt))
 
 
 def call_sink(metrics: Metrics, telemetry: Telemetry | None, call: Call, transport: str) -> Sink:

@@ -4,6 +4,8 @@ console exporter; OTLP/HTTP to a local collector that decodes what it gets with 
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -20,8 +22,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from callbot.local.phone import PhoneNetwork
 from callbot.local.voicelive_server import VoiceLiveServer
-from callbot.telemetry import Telemetry
-from tests.bridge.test_bridge_e2e import phone_env
+from callbot.local.voicelive_tools import FunctionCall
+from callbot.telemetry import Telemetry, correlate_logs
+from tests.bridge.test_agent_e2e import ready_session
+from tests.bridge.test_bridge_e2e import phone_env, place, speechlike
 from tests.bridge.test_resilience import barge_in_then_reconnect
 from tests.harness import WEBHOOK_SECRET, run_callbot
 from tests.test_app_calls import eventually
@@ -148,3 +152,46 @@ async def test_otel_exporter_otlp_endpoint_sends_the_calls_trace_over_otlp_http(
     assert service == "callbot-test"
     names = sorted(s.name for ss in resource_spans.scope_spans for s in ss.spans)
     assert names == ["call", "voicelive.connect"]
+
+
+async def test_an_agent_hang_up_is_a_span_of_the_call_and_the_calls_log_lines_carry_its_trace_id(
+        phone: PhoneNetwork, voicelive: VoiceLiveServer) -> None:  # fmt: skip
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    telemetry = Telemetry.with_providers(tracer_provider, MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    root_logger = logging.getLogger()
+    root_logger.addHandler(handler)
+    level = root_logger.level
+    root_logger.setLevel(logging.INFO)
+    try:
+        correlate_logs()
+        async with run_callbot(azure_voicelive_endpoint=voicelive.url, **phone_env(phone)) as cb:
+            cb.services.telemetry = telemetry
+            call = await place(phone, cb.url)
+            session = await ready_session(voicelive)
+            [live] = cb.services.registry.calls.values()
+            assert session.received[0]["session"]["metadata"] == {
+                "callbot_call_id": live.call_id, "correlation_id": call.answered.correlation_id}
+            await session.start_response(text="Goodbye!", audio=speechlike(400, seed=3), chunk_ms=100,
+                                         calls=(FunctionCall("end_call", "{}"),))
+            async with asyncio.timeout(10):
+                await call.ended.wait()
+            await eventually(lambda: not cb.services.registry.calls, 10, "the call ended")
+    finally:
+        root_logger.removeHandler(handler)
+        root_logger.setLevel(level)
+    finished = spans.get_finished_spans()
+    [root] = [s for s in finished if s.name == "call"]
+    [hang_up] = [s for s in finished if s.name == "hang_up"]
+    assert hang_up.parent is not None and hang_up.parent.span_id == root.context.span_id
+    assert hang_up.attributes is not None and hang_up.attributes["callbot.reason"]
+    assert [e.name for e in root.events].count("media_socket_accepted") == 1
+    trace_id = f"{root.context.trace_id:032x}"
+    bridge_lines = [line for line in lines.getvalue().splitlines() if "bridge ended" in line]
+    assert bridge_lines and all(f"trace={trace_id}" in line for line in bridge_lines), bridge_lines
+    incoming = [line for line in lines.getvalue().splitlines() if "incoming from" in line]
+    assert incoming and "trace=" not in incoming[0], "outside the call's span: no ids"

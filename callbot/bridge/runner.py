@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -44,6 +44,7 @@ class CallBridge:
         tools: ToolHost | None = None,
         on_transfer: Callable[[str], Awaitable[None]] | None = None,
         timings: CallTimings | None = None,
+        session_metadata: Mapping[str, str] | None = None,
     ) -> None:
         self.call_id = call_id
         self.settings = settings
@@ -61,7 +62,7 @@ class CallBridge:
         definitions = tools.definitions() if tools is not None else []
         self.core = BridgeCore(CoreConfig.from_settings(
             call_id, settings, transport.media, transport.name, transport.notify, can_transfer=on_transfer is not None,
-            tools=definitions, approve_mcp=tools.approves if tools is not None else None))
+            tools=definitions, approve_mcp=tools.approves if tools is not None else None, metadata=session_metadata))
         if tap is not None:
             tap.agent(on_transfer is not None, definitions)
         self.tool_stats = ToolStats()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,14 +79,18 @@ class CoreConfig:
     def from_settings(cls, call_id: str, settings: Settings, media: MediaFormat | None = None,
                       transport: str = "acs", notify: bool = False, *, can_transfer: bool = False,
                       tools: Sequence[dict[str, Any]] = (), end_call: bool | None = None,
-                      approve_mcp: Callable[[str, str], bool] | None = None) -> CoreConfig:
+                      approve_mcp: Callable[[str, str], bool] | None = None,
+                      metadata: Mapping[str, str] | None = None) -> CoreConfig:
         """`media`: the format the call's transport carries (default: `CALLBOT_MEDIA_FORMAT`, ACS's).
         `can_transfer`: the call can be handed to a person (an ACS call with a transfer target set); `tools`: the
         operator's tool definitions (HTTP functions and MCP servers) offered beside the built-in ones; `end_call`
-        overrides CALLBOT_END_CALL_TOOL (replays of calls recorded before the agent had actions)."""
+        overrides CALLBOT_END_CALL_TOOL (replays of calls recorded before the agent had actions); `metadata`: the
+        session's `metadata` (the call id and the transport's correlation id, so service-side logs join the trace)."""
         media = media or MEDIA_FORMATS[settings.callbot_media_format]
         can_end_call = settings.callbot_end_call_tool if end_call is None else end_call
         session = vl.build_session(settings, media)
+        if metadata:
+            session["metadata"] = dict(metadata)
         offered = builtin_tools(can_end_call, can_transfer) + list(tools)
         if offered:
             session["tools"] = offered
