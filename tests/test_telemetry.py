@@ -4,12 +4,16 @@ console exporter; OTLP/HTTP to a local collector that decodes what it gets with 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import os
+import re
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from opentelemetry import trace
@@ -21,6 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from callbot.local.phone import PhoneNetwork
+from callbot.local.profile import LocalProfile
 from callbot.local.voicelive_server import VoiceLiveServer
 from callbot.local.voicelive_tools import FunctionCall
 from callbot.telemetry import Telemetry, correlate_logs
@@ -28,6 +33,7 @@ from tests.bridge.test_agent_e2e import ready_session
 from tests.bridge.test_bridge_e2e import phone_env, place, speechlike
 from tests.bridge.test_resilience import barge_in_then_reconnect
 from tests.harness import WEBHOOK_SECRET, run_callbot
+from tests.local.test_simulator import free_port, subprocess_env
 from tests.test_app_calls import eventually
 
 
@@ -195,3 +201,41 @@ async def test_an_agent_hang_up_is_a_span_of_the_call_and_the_calls_log_lines_ca
     assert bridge_lines and all(f"trace={trace_id}" in line for line in bridge_lines), bridge_lines
     incoming = [line for line in lines.getvalue().splitlines() if "incoming from" in line]
     assert incoming and "trace=" not in incoming[0], "outside the call's span: no ids"
+
+
+async def test_callbot_serve_with_the_console_exporter_prints_a_dialled_calls_trace(tmp_path: Path) -> None:
+    profile = dataclasses.replace(LocalProfile.generate(), acs_port=free_port(), jwks_port=free_port())
+    (tmp_path / "profile.json").write_text(profile.to_json())
+    (tmp_path / "call.script").write_text("say what are your opening hours\n")
+    port = free_port()
+    env = {**subprocess_env(tmp_path), "OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "none",
+           "OTEL_SERVICE_NAME": "callbot-test"}
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "callbot", "serve", "--port", str(port), cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.1)
+        dial = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "callbot", "dial", f"http://127.0.0.1:{port}", "--script", "call.script",
+            "--out", "out", "--greeting-wait", "3", cwd=tmp_path, env=subprocess_env(tmp_path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+        dialled, dial_err = await asyncio.wait_for(dial.communicate(), 90)
+        assert dial.returncode == 0, dialled.decode() + dial_err.decode()
+    finally:
+        server.terminate()  # the drain, then shutdown flushes the exporter
+        out, err = await asyncio.wait_for(server.communicate(), 60)
+    spans = out.decode()
+    assert '"name": "call"' in spans and '"name": "answer_call"' in spans and '"name": "voicelive.connect"' in spans
+    assert '"service.name": "callbot-test"' in spans
+    trace_id = re.search(r'"trace_id": "0x([0-9a-f]{32})"', spans)
+    assert trace_id is not None, spans[:2000]
+    assert f"trace={trace_id.group(1)}" in err.decode(), "the call's log lines carry its trace id"
