@@ -39,7 +39,7 @@ def _positive(kind: type[int] | type[float], *, zero: bool = False) -> Any:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     opts = BenchOptions(calls=args.calls, seconds=args.seconds, barge_in_every=args.barge_in_every,
-                        keep_logs=args.keep_logs, transport=args.transport)
+                        keep_logs=args.keep_logs, transport=args.transport, telemetry=args.telemetry)
     try:
         if args.floor:
             result = asyncio.run(run_floor(args.calls, args.seconds, _progress, args.floor))
@@ -72,6 +72,9 @@ def register_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     bench.add_argument("--transport", choices=["acs", "twilio"], default="acs",
                        help="the phone side: ACS media streaming (PCM 24 kHz, the default) or Twilio Media Streams "
                             "(mu-law 8 kHz, model audio g711_ulaw)")
+    bench.add_argument("--telemetry", action="store_true",
+                       help="the server exports its traces and metrics over OTLP/HTTP (to a local collector that "
+                            "drops them): what OpenTelemetry costs; off by default, as in a server with nothing set")
     bench.add_argument("--sweep", action="store_true",
                        help="find the largest N with p99 forwarding < 20 ms and 0 lost frames (doubling, then bisect)")
     bench.add_argument("--floor", nargs="?", const="uvicorn", choices=["uvicorn", "aiohttp"],

@@ -172,8 +172,9 @@ def render(report: dict[str, Any]) -> str:
     cfg, srv, lat, frames = report["config"], report["server"], report["latency_ms"], report["frames"]
     barge = f"barge-in every {cfg['barge_in_every']:g} s" if cfg["barge_in_every"] else "no barge-in"
     over = " over Twilio Media Streams (mu-law 8 kHz)" if cfg.get("transport") == "twilio" else ""
+    otel = ", OpenTelemetry exporting (OTLP)" if cfg.get("telemetry") else ""
     lines = [f"callbot bench: {report['calls']['connected']}/{cfg['calls']} calls{over} for {cfg['seconds']:g} s, "
-             f"{barge}",
+             f"{barge}{otel}",
              "", f"{'latency (ms)':34}{'p50':>9}{'p99':>9}{'max':>9}{'n':>9}"]
     phone, stop = ("Twilio", "clear") if over else ("ACS", "StopAudio")
     names = {"caller_to_model": "caller frame -> model append", "model_to_acs": f"model delta -> first {phone} frame",

@@ -17,7 +17,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
@@ -40,6 +40,7 @@ class BenchOptions:
     warmup: float = 3.0
     grace: float = 2.0
     transport: str = "acs"  # or "twilio" (Media Streams, mu-law 8 kHz, CALLBOT_TWILIO_MODEL_AUDIO=g711_ulaw)
+    telemetry: bool = False  # the server exports traces and metrics over OTLP/HTTP (to a collector that drops them)
     server_command: tuple[str, ...] = field(default=(sys.executable, "-m", "callbot", "serve"))
     keep_logs: bool = False
 
@@ -144,9 +145,13 @@ async def _wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
 
 
 def _server_env(port: int, phone_env: dict[str, str], model_url: str, secrets_: dict[str, str],
-                calls: int) -> dict[str, str]:
+                calls: int, collector: str | None = None) -> dict[str, str]:
+    """`collector`: an OTLP/HTTP endpoint: telemetry on (else off whatever this environment says)."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AZURE_", "ACS_", "CALLBOT_")) and k != "LOG_LEVEL"}
+           if not k.startswith(("AZURE_", "ACS_", "CALLBOT_", "OTEL_", "APPLICATIONINSIGHTS_")) and k != "LOG_LEVEL"}
+    if collector is not None:
+        env.update({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "otlp",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": collector, "OTEL_METRIC_EXPORT_INTERVAL": "10000"})
     env.update(phone_env)
     env.update({
         "AZURE_VOICELIVE_ENDPOINT": model_url, "AZURE_VOICELIVE_API_KEY": secrets_["api_key"],
@@ -212,6 +217,7 @@ async def run_once(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
     server: asyncio.subprocess.Process | None = None
     server_log: IO[bytes] | None = None
     failed = True
+    collector, stop_collector = (await _null_collector()) if opts.telemetry else (None, None)
     try:
         model = await Child.start("callbot.benchmark.model", {
             "api_key": keys["api_key"], "barge_in_every": opts.barge_in_every,
@@ -227,7 +233,7 @@ async def run_once(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
         server_log = await asyncio.to_thread(_open_log, tmp / "server.log")
         server = await asyncio.create_subprocess_exec(
             *opts.server_command, "--port", str(port), cwd=tmp, stdout=asyncio.subprocess.DEVNULL, stderr=server_log,
-            env=_server_env(port, phone_env, model_url, keys, opts.calls))
+            env=_server_env(port, phone_env, model_url, keys, opts.calls, collector))
         await _wait_ready(url, server)
         srv = psutil.Process(server.pid)
         await asyncio.sleep(0.5)
@@ -278,12 +284,33 @@ async def run_once(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
             await child.stop()
         if server is not None:
             await _stop_server(server)
+        if stop_collector is not None:
+            await stop_collector()
         if server_log is not None:
             server_log.close()
         if opts.keep_logs or failed:
             progress(f"logs kept in {tmp}")
         else:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+
+async def _null_collector() -> tuple[str, Callable[[], Awaitable[None]]]:
+    """An OTLP/HTTP endpoint that takes every export and drops it: what the server pays to export, nothing more."""
+    from aiohttp import web
+
+    async def accept(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=200, content_type="application/x-protobuf")
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/traces", accept)
+    app.router.add_post("/v1/metrics", accept)
+    app.router.add_post("/v1/logs", accept)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return f"http://127.0.0.1:{port}", runner.cleanup
 
 
 async def _tick(progress: Progress, seconds: float) -> None:
