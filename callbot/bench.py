@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -37,8 +38,17 @@ def _positive(kind: type[int] | type[float], *, zero: bool = False) -> Any:
     return parse
 
 
+# talk profiles: (barge-in every T s, answer length, pause after it); "heavy" is the independent harness's load (the
+# bot speaks 2 s of every 3 s, 100 ms deltas faster than real time, caller frames all the time, no barge-in)
+TALK_PROFILES = MappingProxyType({"default": (3.0, 3.0, 1.0), "heavy": (0.0, 2.0, 1.0)})
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    opts = BenchOptions(calls=args.calls, seconds=args.seconds, barge_in_every=args.barge_in_every,
+    barge, answer, pause = TALK_PROFILES[args.talk]
+    opts = BenchOptions(calls=args.calls, seconds=args.seconds,
+                        barge_in_every=barge if args.barge_in_every is None else args.barge_in_every,
+                        answer_s=answer if args.answer_seconds is None else args.answer_seconds,
+                        pause_s=pause if args.pause_seconds is None else args.pause_seconds,
                         keep_logs=args.keep_logs, transport=args.transport, telemetry=args.telemetry)
     try:
         if args.floor:
@@ -67,8 +77,15 @@ def register_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                     "call, forwarding delays, pacing jitter, barge-in reaction, lost frames and errors.")
     bench.add_argument("--calls", type=_positive(int), default=50, help="concurrent calls (sweep: the first N)")
     bench.add_argument("--seconds", type=_positive(float), default=10.0, help="measurement window per run")
-    bench.add_argument("--barge-in-every", type=_positive(float, zero=True), default=3.0, metavar="T",
-                       help="interrupt every bot answer T s after its first audio (0: never); default 3")
+    bench.add_argument("--talk", choices=sorted(TALK_PROFILES), default="default",
+                       help="talk profile: default (answers cut by a barge-in every 3 s; the bot speaks ~40%% of "
+                            "the time) or heavy (no barge-in, the bot speaks 2 s of every 3 s)")
+    bench.add_argument("--barge-in-every", type=_positive(float, zero=True), default=None, metavar="T",
+                       help="interrupt every bot answer T s after its first audio (0: never); default: the profile's")
+    bench.add_argument("--answer-seconds", type=_positive(float), default=None, metavar="S",
+                       help="without barge-in: each bot answer's length (default: the profile's, 3 or heavy 2)")
+    bench.add_argument("--pause-seconds", type=_positive(float, zero=True), default=None, metavar="S",
+                       help="without barge-in: the silence after each answer (default: the profile's, 1)")
     bench.add_argument("--transport", choices=["acs", "twilio"], default="acs",
                        help="the phone side: ACS media streaming (PCM 24 kHz, the default) or Twilio Media Streams "
                             "(mu-law 8 kHz, model audio g711_ulaw)")

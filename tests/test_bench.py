@@ -182,3 +182,19 @@ def test_bench_telemetry_is_off_whatever_the_environment_says_and_on_only_when_a
     assert on["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
     assert on["OTEL_TRACES_EXPORTER"] == on["OTEL_METRICS_EXPORTER"] == "otlp"
     assert "APPLICATIONINSIGHTS_CONNECTION_STRING" not in on
+
+
+async def test_bench_heavy_talk_profile_has_the_bot_speaking_two_seconds_of_every_three_without_barge_in(
+        tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "callbot", "bench", "--calls", "3", "--seconds", "6", "--talk", "heavy",
+        "--json", str(out), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert "no barge-in, answers of 2 s then 1 s silence" in stdout.decode()
+    report = json.loads(out.read_text())
+    bot = report["frames"]["bot"]
+    assert bot["cut_by_barge_in"] == 0 and bot["lost"] == 0
+    share = bot["sent"] / (3 * 6 * 50)  # of the window's 20 ms slots, per call
+    assert 0.5 < share < 0.8, share

@@ -4,8 +4,9 @@ A lean aiohttp WebSocket server that the real SDK connects to (`/voice-live/real
 TTS, no protocol bookkeeping beyond what callbot needs, so the figures measure callbot, not the stand-in. Per session
 it records every caller frame's arrival (decoding the tag: call, sequence, send time) and plays a script: answers of
 canned tagged audio sent five times faster than real time, each interrupted by `input_audio_buffer.speech_started`
-T seconds after its first delta when barge-in is on. Commands: `{"cmd": "report", "t0": us, "t1": us}` writes the
-result for that window to `config["result_path"]`; `{"cmd": "exit"}` stops.
+T seconds after its first delta when barge-in is on; without barge-in, answers of `answer_s` then `pause_s` of
+silence (the talk profile: the heavy preset speaks 2 s of every 3 s). Commands: `{"cmd": "report", "t0": us,
+"t1": us}` writes the result for that window to `config["result_path"]`; `{"cmd": "exit"}` stops.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class ModelSession:
     def __init__(self, ws: web.WebSocketResponse, cfg: dict[str, Any], totals: Totals) -> None:
         self.ws = ws
         self.barge_in_s: float = cfg["barge_in_every"]
+        self.answer_s: float = cfg.get("answer_s", c.RESPONSE_S)  # without barge-in: answer length, then a pause
+        self.pause_s: float = cfg.get("pause_s", c.PAUSE_S)
         self.frames_b64 = c.bot_frames_mulaw if cfg.get("audio") == "g711_ulaw" else c.bot_frames_b64
         self.totals = totals
         self.call = -1
@@ -115,8 +118,8 @@ class ModelSession:
     async def _drive(self) -> None:
         """The model's side of the conversation: answer, get interrupted (or finish), answer again."""
         barge = self.barge_in_s > 0
-        length_s = self.barge_in_s + c.BARGE_EXTRA_S if barge else c.RESPONSE_S
-        period_s = self.barge_in_s + c.RESUME_S if barge else c.RESPONSE_S + c.PAUSE_S
+        length_s = self.barge_in_s + c.BARGE_EXTRA_S if barge else self.answer_s
+        period_s = self.barge_in_s + c.RESUME_S if barge else self.answer_s + self.pause_s
         # calls talk independently: spread the first answers over a whole turn, not all at once
         await asyncio.sleep(random.uniform(0.3, 0.3 + period_s))
         total = round(length_s / c.FRAME_S)
@@ -139,7 +142,7 @@ class ModelSession:
                                         "audio_end_ms": 0, "item_id": f"in_{number}"}))
             else:
                 await stream
-                pause = c.PAUSE_S * random.uniform(0.75, 1.25)
+                pause = self.pause_s * random.uniform(0.75, 1.25)
                 await asyncio.sleep(max(0.0, started + length_s + pause - loop.time()))
 
     async def _stream(self, response: Response, total: int) -> None:

@@ -170,7 +170,8 @@ def _ms(value: float | None) -> str:
 
 def render(report: dict[str, Any]) -> str:
     cfg, srv, lat, frames = report["config"], report["server"], report["latency_ms"], report["frames"]
-    barge = f"barge-in every {cfg['barge_in_every']:g} s" if cfg["barge_in_every"] else "no barge-in"
+    barge = (f"barge-in every {cfg['barge_in_every']:g} s" if cfg["barge_in_every"] else
+             f"no barge-in, answers of {cfg.get('answer_s', 3.0):g} s then {cfg.get('pause_s', 1.0):g} s silence")
     over = " over Twilio Media Streams (mu-law 8 kHz)" if cfg.get("transport") == "twilio" else ""
     otel = ", OpenTelemetry exporting (OTLP)" if cfg.get("telemetry") else ""
     lines = [f"callbot bench: {report['calls']['connected']}/{cfg['calls']} calls{over} for {cfg['seconds']:g} s, "

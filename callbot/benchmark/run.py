@@ -37,6 +37,8 @@ class BenchOptions:
     calls: int = 50
     seconds: float = 10.0
     barge_in_every: float = 3.0
+    answer_s: float = c.RESPONSE_S  # without barge-in: each bot answer's length ...
+    pause_s: float = c.PAUSE_S  # ... and the silence after it (the talk profile)
     warmup: float = 3.0
     grace: float = 2.0
     transport: str = "acs"  # or "twilio" (Media Streams, mu-law 8 kHz, CALLBOT_TWILIO_MODEL_AUDIO=g711_ulaw)
@@ -220,7 +222,8 @@ async def run_once(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
     collector, stop_collector = (await _null_collector()) if opts.telemetry else (None, None)
     try:
         model = await Child.start("callbot.benchmark.model", {
-            "api_key": keys["api_key"], "barge_in_every": opts.barge_in_every,
+            "api_key": keys["api_key"], "barge_in_every": opts.barge_in_every, "answer_s": opts.answer_s,
+            "pause_s": opts.pause_s,
             "audio": "g711_ulaw" if opts.transport == "twilio" else "pcm16",
             "result_path": str(tmp / "model.json")}, tmp / "model.log")
         children.append(model)
