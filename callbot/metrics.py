@@ -120,6 +120,7 @@ def count_bridge(metrics: Metrics, bridge: CallBridge) -> None:
         ("barge_ins", stats.barge_ins),
         ("media_malformed", stats.malformed),
         ("caller_audio_dropped_frames", stats.caller_frames_dropped + bridge.outbox.dropped),
+        ("caller_audio_resent_frames", stats.caller_frames_resent),
         ("bot_audio_dropped_frames", stats.bot_frames_dropped),
         ("late_deltas_dropped", stats.late_deltas_dropped),
         ("voicelive_errors", stats.voicelive_errors),

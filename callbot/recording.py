@@ -17,7 +17,8 @@ transport. Every other line is one message::
 - ``vl_in``   Voice Live -> callbot: server events (``event``);
 - ``meta``    what the bridge did between messages, so a replay can do the same at the same time:
   ``voicelive_open`` (a connection opened; written just before its ``session.update``), ``voicelive_closed``
-  (``unsent``: caller audio that never left, handed back to the core), ``end_call`` (``reason``, ``local_audio``
+  (the core re-sends the caller audio the model had not committed; older recordings carry ``unsent``, the audio
+  then handed back, which replay ignores: the core's ring holds it), ``end_call`` (``reason``, ``local_audio``
   base64), ``tool_result`` (``call_id``, ``name``, ``output``, ``outcome``: an operator tool's answer),
   ``transfer_outcome`` (``accepted``, ``detail``), and ``end`` (the recorder was closed; ``reason``).
 
@@ -177,9 +178,9 @@ class CallRecorder:
 
     # -- bridge decisions that are not messages (call right before the matching `BridgeCore` call) ----------------
 
-    def voicelive_closed(self, unsent_audio: list[str] | None = None) -> None:
-        """The Voice Live connection ended or failed to open: the bridge calls `session_lost(now, unsent_audio)`."""
-        self.marker("voicelive_closed", unsent=list(unsent_audio or []))
+    def voicelive_closed(self) -> None:
+        """The Voice Live connection ended or failed to open: the bridge calls `session_lost(now)`."""
+        self.marker("voicelive_closed")
 
     def media_opened(self) -> None:
         """The ACS media socket was attached: the bridge calls `media_started(now)`."""

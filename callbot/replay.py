@@ -154,9 +154,7 @@ class _Replayer:
         elif r.dir == META and r.kind == "media_open":
             core.media_started(now)
         elif r.dir == META and r.kind == "voicelive_closed":
-            unsent = data.get("unsent")
-            self.emit(core.session_lost(now, [a for a in unsent if isinstance(a, str)] if isinstance(unsent, list)
-                                        else []))
+            self.emit(core.session_lost(now))  # an older recording's `unsent`: already in the core's ring
         elif r.dir == META and r.kind == "tool_result":
             self.emit(core.tool_result(now, str(data.get("call_id", "")), str(data.get("output", ""))))
         elif r.dir == META and r.kind == "transfer_outcome":

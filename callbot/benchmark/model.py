@@ -140,6 +140,9 @@ class ModelSession:
                 await asyncio.sleep(c.RESUME_S * random.uniform(0.75, 1.25))
                 await self.send(_dumps({"type": "input_audio_buffer.speech_stopped",
                                         "audio_end_ms": 0, "item_id": f"in_{number}"}))
+                # server VAD commits the caller's turn at its end (callbot's re-send ring empties there)
+                await self.send(_dumps({"type": "input_audio_buffer.committed", "previous_item_id": None,
+                                        "item_id": f"in_{number}"}))
             else:
                 await stream
                 pause = self.pause_s * random.uniform(0.75, 1.25)

@@ -18,8 +18,9 @@ from typing import Any
 from callbot.audio.b64 import decode_b64
 from callbot.bridge.actions import Action, HangUp, Leave, Notify, PlayAudio, RunTool, StopPlayback, Transfer, VlSend
 from callbot.bridge.agent import AgentActions
+from callbot.bridge.caller_audio import CallerAudio
 from callbot.bridge.keypad import Keypad
-from callbot.bridge.playback import FRAME_MS, Playback, PlayItem
+from callbot.bridge.playback import Playback, PlayItem
 from callbot.bridge.state import GOODBYE, CoreConfig, Stats, Turn
 from callbot.bridge.state import str_field as _str
 from callbot.voicelive import session as vl
@@ -48,7 +49,7 @@ class BridgeCore(AgentActions):
         self.started_at: float | None = None
         self.ending_since: float | None = None
         self.ended = False
-        self.preconnect: deque[str] = deque(maxlen=max(1, self.cfg.preconnect_buffer_ms // FRAME_MS))
+        self.caller = CallerAudio.for_session(self.stats, self.cfg.session, self.cfg.preconnect_buffer_ms)
         self.active_response: str | None = None
         self.last_audio_response: str | None = None  # the last response that sent audio
         self.cancelled: dict[str, None] = {}  # ordered: oldest pruned first
@@ -179,11 +180,9 @@ class BridgeCore(AgentActions):
     def caller_audio(self, now: float, b64: str) -> list[Action]:
         self.stats.caller_frames += 1
         if self.ready:
+            self.caller.sent(b64)
             return [VlSend(vl.append_audio(b64))]
-        if len(self.preconnect) == self.preconnect.maxlen:
-            self.stats.caller_frames_dropped += 1
-        self.preconnect.append(b64)
-        self.stats.caller_frames_buffered += 1
+        self.caller.hold(b64)
         return []
 
     def session_opened(self, now: float) -> list[Action]:
@@ -208,16 +207,15 @@ class BridgeCore(AgentActions):
         if self.cfg.greeting and not self.greeted:
             self.greeted = True
             actions.append(self._say(self.cfg.greeting))
-        while self.preconnect:
-            actions.append(VlSend(vl.append_audio(self.preconnect.popleft())))
+        actions.extend(VlSend(vl.append_audio(b64)) for b64 in self.caller.drain())  # re-sent, waited
         actions.extend(self._keys_due(now))
         actions.extend(self._agent_due(now))
         return actions
 
-    def session_lost(self, now: float, unsent_audio: list[str] | None = None) -> list[Action]:
-        """Voice Live went away. Audio already received keeps playing; caller audio is buffered until a session is
-        ready again (`unsent_audio`: appends that never left, put back in front); nothing refers to the old
-        session's responses or items any more."""
+    def session_lost(self, now: float) -> list[Action]:
+        """Voice Live went away. Audio already received keeps playing; the caller audio the model had not
+        committed is re-sent to the next session, before what the caller says until it is ready (`CallerAudio`);
+        nothing refers to the old session's responses or items any more."""
         self.ready = False
         if self.active_response is not None:
             self.cancelled[self.active_response] = None
@@ -226,11 +224,7 @@ class BridgeCore(AgentActions):
         if self.goodbye_response is not None:
             self.goodbye_response = None
         self.handover_response = None
-        if unsent_audio:
-            room = (self.preconnect.maxlen or 0) - len(self.preconnect)
-            self.stats.caller_frames_dropped += max(0, len(unsent_audio) - room)
-            for b64 in reversed(unsent_audio[-room:] if room > 0 else []):
-                self.preconnect.appendleft(b64)
+        self.caller.lost()
         return []
 
     # -- Voice Live -> caller ----------------------------------------------------------------------------------
@@ -251,6 +245,9 @@ class BridgeCore(AgentActions):
             if self.cfg.notify and not was_ready:
                 actions.append(Notify({"type": "ready"}))
             return actions
+        if etype == "input_audio_buffer.committed" or etype == "input_audio_buffer.cleared":
+            self.caller.committed()
+            return []
         if etype == "input_audio_buffer.speech_stopped":
             return [Notify({"type": "speech", "state": "stopped"})] if self.cfg.notify else []
         if etype == "response.created":

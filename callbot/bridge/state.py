@@ -28,6 +28,7 @@ class Stats:
     caller_frames: int = 0
     caller_frames_buffered: int = 0
     caller_frames_dropped: int = 0
+    caller_frames_resent: int = 0  # after a lost session: frames the model had not committed, sent to the next
     bot_frames: int = 0
     bot_frames_dropped: int = 0
     late_deltas_dropped: int = 0

@@ -60,10 +60,10 @@ async def run_voicelive(bridge: CallBridge) -> None:
             bridge.timings.observe("voicelive_connect_seconds", bridge.now() - attempt_at, outcome="failed")
         now = bridge.now()
         lost_at = lost_at if lost_at is not None else now
-        unsent = bridge.outbox.take_audio()
+        bridge.outbox.items.clear()  # its caller audio is in the core's re-send ring (`CallerAudio`)
         if bridge.tap is not None:
-            bridge.tap.voicelive_closed(unsent)
-        await bridge.execute(bridge.core.session_lost(now, unsent))
+            bridge.tap.voicelive_closed()
+        await bridge.execute(bridge.core.session_lost(now))
         if opened_at is not None and now - opened_at >= STABLE_SESSION_S:
             failures = 0
         failures += 1

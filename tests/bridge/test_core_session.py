@@ -41,24 +41,73 @@ def test_session_opened_configures_the_session_and_holds_caller_audio_until_it_i
     assert [e.get("audio") for e in vl_events(ready(core, 0.2))] == ["early"]
 
 
-def test_after_a_drop_unsent_audio_goes_first_then_what_the_caller_said_meanwhile() -> None:
+def appends(actions: list[Any]) -> list[str]:
+    return [e["audio"] for e in vl_events(actions) if e["type"] == "input_audio_buffer.append"]
+
+
+def test_after_a_drop_uncommitted_audio_is_resent_first_then_what_the_caller_said_meanwhile() -> None:
     core = make_core()
     ready(core)
-    core.session_lost(1.0, unsent_audio=["u1", "u2"])
+    core.caller_audio(0.0, "said1")
+    core.server_event(0.1, {"type": "input_audio_buffer.committed", "item_id": "u1"})  # the model has it
+    core.caller_audio(0.2, "sent2")
+    core.caller_audio(0.3, "sent3")  # handed to a socket that (silently) died: nobody heard these
+    core.session_lost(1.0)
     assert core.caller_audio(1.1, "during") == [], "buffered while no session is ready"
     core.session_opened(1.2)
-    appended = [e["audio"] for e in vl_events(ready(core, 1.3)) if e["type"] == "input_audio_buffer.append"]
-    assert appended == ["u1", "u2", "during"]
+    assert appends(ready(core, 1.3)) == ["sent2", "sent3", "during"]
+    assert core.stats.caller_frames_resent == 2
+    assert vl_events(core.caller_audio(1.4, "live")) == [{"type": "input_audio_buffer.append", "audio": "live"}]
 
 
-def test_unsent_audio_beyond_the_buffer_is_counted_as_dropped_keeping_the_newest() -> None:
-    core = make_core(preconnect_buffer_ms=60)  # 3 frames
+def test_a_second_loss_before_a_session_was_ready_keeps_the_first_losses_audio_in_front() -> None:
+    core = make_core()
     ready(core)
-    core.caller_audio(0.0, "x")  # live: sent
-    core.session_lost(1.0, unsent_audio=["u1", "u2", "u3", "u4"])
+    core.caller_audio(0.0, "a")
+    core.session_lost(1.0)
+    core.caller_audio(1.1, "b")
+    core.session_opened(1.2)
+    core.session_lost(1.3)  # failed before session.updated: nothing was sent to it
+    core.caller_audio(1.4, "c")
+    core.session_opened(1.5)
+    assert appends(ready(core, 1.6)) == ["a", "b", "c"]
+
+
+def test_a_cleared_input_buffer_or_a_commit_empties_the_resend_ring() -> None:
+    for event in ("input_audio_buffer.cleared", "input_audio_buffer.committed"):
+        core = make_core()
+        ready(core)
+        core.caller_audio(0.0, "old")
+        core.server_event(0.1, {"type": event})
+        core.session_lost(1.0)
+        assert appends(ready(core, 1.3)) == [], event
+
+
+def test_the_resend_ring_keeps_the_newest_ten_seconds_by_bytes_of_the_sessions_input_format() -> None:
+    frame = base64.b64encode(bytes(960)).decode()  # 20 ms of 24 kHz pcm16
+    core = make_core()
+    ready(core)
+    for i in range(600):  # 12 s
+        core.caller_audio(0.02 * i, frame)
+    core.session_lost(20.0)
+    resent = appends(ready(core, 20.1))
+    assert len(resent) == 500, "10 s of 20 ms frames"
+    mulaw = base64.b64encode(bytes(160)).decode()  # 20 ms of G.711
+    core = make_core(session={"input_audio_format": "g711_ulaw"})
+    ready(core)
+    for i in range(600):
+        core.caller_audio(0.02 * i, mulaw)
+    core.session_lost(20.0)
+    assert len(appends(ready(core, 20.1))) == 500, "the bound follows the format: 10 s of 8 kHz mu-law too"
+
+
+def test_audio_waiting_beyond_the_buffer_is_counted_as_dropped_keeping_the_newest() -> None:
+    core = make_core(preconnect_buffer_ms=60)  # 3 frames
+    for name in ("w1", "w2", "w3", "w4"):
+        core.caller_audio(0.0, name)
     assert core.stats.caller_frames_dropped == 1
-    appended = [e["audio"] for e in vl_events(ready(core, 1.3)) if e["type"] == "input_audio_buffer.append"]
-    assert appended == ["u2", "u3", "u4"]
+    core.session_opened(0.1)
+    assert appends(ready(core, 0.2)) == ["w2", "w3", "w4"]
 
 
 def test_a_lost_session_settles_its_items_so_nothing_of_it_is_truncated_later() -> None:
