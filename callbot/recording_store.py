@@ -33,7 +33,7 @@ APPEND_LIMIT = 4 * 1024 * 1024  # the largest append block every service version
 BLOB_FLUSH_INTERVAL_S = 2.0  # one request per call per 2 s (the README's measurement)
 BLOB_OUTAGE_S = 30.0  # storage down for longer than this: the recording stops (what was appended stays)
 REQUEST_TIMEOUT_S = 15.0
-_CLIENT_OPTIONS: dict[str, Any] = {"connection_timeout": 3, "read_timeout": 10}
+CONNECTION_TIMEOUT_S, READ_TIMEOUT_S = 3, 10
 
 
 class SinkError(OSError):
@@ -147,7 +147,8 @@ def _service_client(account_url: str, connection_string: str | None) -> tuple[An
     from azure.storage.blob.aio import BlobServiceClient, LinearRetry
 
     # short timeouts and one SDK retry: the recorder retries on its own, and must not sit 15 s in a backoff
-    options = {**_CLIENT_OPTIONS, "retry_policy": LinearRetry(backoff=1, retry_total=1, random_jitter_range=0)}
+    options: dict[str, Any] = {"connection_timeout": CONNECTION_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S,
+                               "retry_policy": LinearRetry(backoff=1, retry_total=1, random_jitter_range=0)}
     if connection_string:
         service = BlobServiceClient.from_connection_string(connection_string, **options)
         if service.url.rstrip("/") != account_url.rstrip("/"):

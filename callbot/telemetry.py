@@ -12,7 +12,8 @@ Set-up (`Telemetry.from_environment`, once per process, at `Services` start):
 
 Per call (`CallTrace`): a root span `call` (attributes: call id, transport, the ACS correlation id / Twilio call sid
 / web session), `answer_call` as a child, and from the call's timings (`callbot.bridge.timings`): a child span for each
-Voice Live connect attempt (`voicelive.connect`), each reconnect gap (`voicelive.reconnect`) and each tool call
+Voice Live connect attempt (`voicelive.connect`), each `session.update` until `session.updated`
+(`voicelive.session_update`), each reconnect gap (`voicelive.reconnect`) and each tool call
 (`tool`), each with its real duration; `hang_up` and `transfer` spans around those requests (any transport);
 span events for each barge-in (with its reaction time), each answer (response latency), the first bot audio and
 the media socket's arrival. The root ends when the call ends, with its end reason. The call's tasks run with its
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "callbot"
 SPAN_OF: Mapping[str, str] = MappingProxyType({
     "voicelive_connect_seconds": "voicelive.connect", "voicelive_reconnect_gap_seconds": "voicelive.reconnect",
-    "tool_latency_seconds": "tool"})
+    "tool_latency_seconds": "tool", "voicelive_session_update_seconds": "voicelive.session_update"})
 EVENT_OF: Mapping[str, str] = MappingProxyType({
     "barge_in_reaction_seconds": "barge_in", "response_latency_seconds": "bot_answered",
     "first_bot_audio_seconds": "first_bot_audio"})

@@ -13,7 +13,6 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 from opentelemetry import trace
@@ -28,6 +27,7 @@ from callbot.local.phone import PhoneNetwork
 from callbot.local.profile import LocalProfile
 from callbot.local.voicelive_server import VoiceLiveServer
 from callbot.local.voicelive_tools import FunctionCall
+from callbot.server import wait_until_ready
 from callbot.telemetry import Telemetry, correlate_logs
 from tests.bridge.test_agent_e2e import ready_session
 from tests.bridge.test_bridge_e2e import phone_env, place, speechlike
@@ -79,7 +79,8 @@ async def test_a_call_with_a_barge_in_and_a_reconnect_is_one_trace_with_its_span
     assert root.attributes["callbot.correlation_id"] == call.answered.correlation_id
     assert root.attributes["callbot.end_reason"]
     children = sorted(s.name for s in finished if s is not root)
-    assert children == ["answer_call", "voicelive.connect", "voicelive.connect", "voicelive.reconnect"], children
+    assert children == ["answer_call", "voicelive.connect", "voicelive.connect", "voicelive.reconnect",
+                        "voicelive.session_update", "voicelive.session_update"], children
     assert {s.context.trace_id for s in finished} == {root.context.trace_id}, "one trace per call"
     assert all(s.parent is not None and s.parent.span_id == root.context.span_id for s in finished if s is not root)
     assert all(s.end_time is not None and s.start_time is not None and s.end_time >= s.start_time for s in finished)
@@ -215,15 +216,7 @@ async def test_callbot_serve_with_the_console_exporter_prints_a_dialled_calls_tr
         sys.executable, "-m", "callbot", "serve", "--port", str(port), cwd=tmp_path, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
     try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.1)
+        await wait_until_ready(f"http://127.0.0.1:{port}", server, 30)
         dial = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "callbot", "dial", f"http://127.0.0.1:{port}", "--script", "call.script",
             "--out", "out", "--greeting-wait", "3", cwd=tmp_path, env=subprocess_env(tmp_path),

@@ -28,6 +28,7 @@ class CallTimings:
         self.first_audio_at: float | None = None
         self.speech_started_at: float | None = None
         self.speech_stopped_at: float | None = None
+        self.session_update_at: float | None = None
 
     def observe(self, name: str, seconds: float, **labels: str) -> None:
         if len(self.observations) < MAX_KEPT:
@@ -52,6 +53,17 @@ class CallTimings:
         if self.speech_stopped_at is not None:
             self.observe("response_latency_seconds", now - self.speech_stopped_at)
             self.speech_stopped_at = None
+
+    def session_update_sent(self, now: float) -> None:
+        self.session_update_at = now
+
+    def session_updated(self, now: float) -> None:
+        """`session.updated` came: how long the service took to apply the call's configuration (a trace span;
+        not a /metrics histogram)."""
+        sent = self.session_update_at
+        if sent is not None:
+            self.observe("voicelive_session_update_seconds", now - sent)
+            self.session_update_at = None
 
     def stop_sent(self, now: float) -> None:
         if self.speech_started_at is not None:

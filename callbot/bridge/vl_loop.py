@@ -50,6 +50,7 @@ async def run_voicelive(bridge: CallBridge) -> None:
                 else:
                     log.info("call %s: Voice Live session open", bridge.call_id)
                 lost_at = None
+                bridge.timings.session_update_sent(bridge.now())
                 await bridge.execute(bridge.core.session_opened(bridge.now()))
                 await _run_session(bridge, conn)
             reason = "session ended"
@@ -99,6 +100,8 @@ async def _vl_reader(bridge: CallBridge, conn: Any) -> None:
         kind = event.get("type")
         if kind == "input_audio_buffer.speech_started" or kind == "input_audio_buffer.speech_stopped":
             bridge.timings.voicelive_event(bridge.now(), kind)
+        elif kind == "session.updated":
+            bridge.timings.session_updated(bridge.now())
         had_queue = bool(core.queue)
         actions = core.server_event(bridge.now(), event)
         if actions:

@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -18,11 +19,11 @@ import psutil
 import pytest
 
 from callbot.bridge.wire import Outbox as _Outbox
-from callbot.local.phone import PhoneNetwork
+from callbot.local.phone import PhoneCall, PhoneNetwork
 from callbot.local.voicelive_protocol import tone
 from callbot.local.voicelive_server import VoiceLiveServer
 from callbot.local.voicelive_session import ServerSession
-from callbot.server import wait_until_ready
+from callbot.server import InProcess, wait_until_ready
 from callbot.voicelive.connection import HEARTBEAT_S
 from tests.bridge.test_bridge_e2e import phone_env, speechlike
 from tests.bridge.test_runner import until
@@ -148,13 +149,21 @@ class BlackholeProxy:
         dst.close()
 
 
-async def test_a_silent_network_drop_to_voicelive_is_found_by_the_heartbeat_and_the_call_reconnects(
-        phone: PhoneNetwork, voicelive: VoiceLiveServer) -> None:
+@contextlib.asynccontextmanager
+async def call_through_a_blackhole(phone: PhoneNetwork, voicelive: VoiceLiveServer
+                                   ) -> AsyncIterator[tuple[BlackholeProxy, InProcess, PhoneCall, ServerSession]]:
+    """A call whose Voice Live connection runs through a `BlackholeProxy`, its first session configured."""
     async with BlackholeProxy(int(voicelive.url.rsplit(":", 1)[1].strip("/"))) as proxy, \
             run_callbot(azure_voicelive_endpoint=proxy.url, **phone_env(phone)) as cb:
         call = await phone.place_call(cb.url, WEBHOOK_SECRET)
         first = await voicelive.wait_for_session(0)
         await first.wait_for("session.update")
+        yield proxy, cb, call, first
+
+
+async def test_a_silent_network_drop_to_voicelive_is_found_by_the_heartbeat_and_the_call_reconnects(
+        phone: PhoneNetwork, voicelive: VoiceLiveServer) -> None:
+    async with call_through_a_blackhole(phone, voicelive) as (proxy, cb, call, first):
         await first.transcription_completed("item_caller_1", "what are your opening hours")
         bridge = next(iter(cb.services.registry.calls.values())).bridge
         assert bridge is not None
@@ -175,11 +184,7 @@ async def test_a_silent_network_drop_to_voicelive_is_found_by_the_heartbeat_and_
 
 async def test_what_the_caller_says_while_a_silent_drop_goes_unnoticed_reaches_the_new_session(
         phone: PhoneNetwork, voicelive: VoiceLiveServer) -> None:
-    async with BlackholeProxy(int(voicelive.url.rsplit(":", 1)[1].strip("/"))) as proxy, \
-            run_callbot(azure_voicelive_endpoint=proxy.url, **phone_env(phone)) as cb:
-        call = await phone.place_call(cb.url, WEBHOOK_SECRET)
-        first = await voicelive.wait_for_session(0)
-        await first.wait_for("session.update")
+    async with call_through_a_blackhole(phone, voicelive) as (proxy, cb, call, first):
         await call.stream(tone(400, "pcm16", frequency=300.0))  # heard by the first session
         await until(lambda: first.input_audio_bytes >= 400 * 48, timeout=5)
         proxy.blackhole()  # callbot keeps writing caller audio into a socket that carries nothing

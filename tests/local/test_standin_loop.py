@@ -15,7 +15,10 @@ from callbot.local.faq import Responder
 from callbot.local.standin import Standin
 from tests.local.test_standin import FAQ, append, configure, session_config, silence, spoken, until
 
-MAX_FRAME_GAP_MS = 40  # frames are sent every 20 ms
+# Frames are sent every 20 ms. Recognition on the event loop stalled them 110-190 ms at each turn's end (before
+# the ASR moved to a child process); this VM's own scheduling stalls one frame by up to ~55 ms now and then, at any
+# point of the call (seen in CI and in 1 of ~10 local runs): the bound sits between the two.
+MAX_FRAME_GAP_MS = 90
 
 
 async def test_caller_frames_keep_arriving_every_20_ms_while_a_turn_is_recognised_and_answered() -> None:
