@@ -1,7 +1,8 @@
 """The async glue around `BridgeCore`: one caller socket (the call's transport) <-> one Voice Live session.
 
-Tasks per call, in one `TaskGroup`: the caller's reader, the Voice Live session (connect, configure, read events;
-reconnects with backoff) with its writer (a bounded outbox: a slow model socket never blocks caller audio), the
+Tasks per call, in one `TaskGroup`: the caller's reader (its audio goes straight to the model socket while that keeps
+up), the Voice Live session (connect, configure, read events; reconnects with backoff) with its writer (a bounded
+outbox for everything else and for caller audio when the socket lags: a slow model socket never blocks it), the
 playout (paces bot frames; the only writer to the caller's socket, so a stalled one never blocks the Voice Live pump),
 and the agent's tool calls and transfer. Every decision is the core's; this module moves bytes and reads the clock.
 """
@@ -13,6 +14,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
+from azure.ai.voicelive.aio import VoiceLiveConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from callbot.audio.formats import MEDIA_FORMATS
@@ -22,9 +24,9 @@ from callbot.bridge.timings import CallTimings
 from callbot.bridge.tools import ToolHost, ToolStats, run_tool
 from callbot.bridge.transport import CallerLeft, KeyPress, Transport, dispatch, messages
 from callbot.bridge.vl_loop import CallOver, run_voicelive
-from callbot.bridge.wire import OUTBOX_LIMIT, Outbox, WireTap
+from callbot.bridge.wire import APPEND, OUTBOX_LIMIT, Outbox, WireTap
 from callbot.config import Settings
-from callbot.voicelive.connection import VoiceLiveConnector
+from callbot.voicelive.connection import VoiceLiveConnector, send_now
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class CallBridge:
         self._clock = clock if clock is not None else self.loop.time  # injectable for tests, like JwtVerifier's
         self.sleep = sleep if sleep is not None else asyncio.sleep
         self.outbox = Outbox(OUTBOX_LIMIT)
+        self.vl_conn: VoiceLiveConnection | None = None  # the open Voice Live session's connection, for `send_now`
         self.stop_pending = False  # StopAudio to send before anything else (set by a barge-in)
         self.wake = asyncio.Event()
         self.ws: WebSocket | None = None
@@ -153,9 +156,14 @@ class CallBridge:
         hang_up = False
         for action in actions:
             if isinstance(action, VlSend):
+                event = action.event
                 if self.tap is not None:
-                    self.tap.vl_out(action.event)
-                self.outbox.put(action.event)
+                    self.tap.vl_out(event)
+                # caller audio goes straight to the model socket while it keeps up and nothing waits before it; the
+                # recovery ring (core) makes up for what a silently dead socket swallows
+                conn = self.vl_conn
+                if conn is None or self.outbox.items or event.get("type") != APPEND or not send_now(conn, event):
+                    self.outbox.put(event)
             elif isinstance(action, StopPlayback):
                 self.stop_pending = True
                 self.wake.set()

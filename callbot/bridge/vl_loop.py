@@ -83,9 +83,11 @@ async def run_voicelive(bridge: CallBridge) -> None:
 
 async def _run_session(bridge: CallBridge, conn: Any) -> None:
     writer = asyncio.create_task(_vl_writer(bridge, conn))
+    bridge.vl_conn = conn  # caller audio may go straight to it (`send_now`) while the writer has nothing queued
     try:
         await _vl_reader(bridge, conn)
     finally:
+        bridge.vl_conn = None
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
 

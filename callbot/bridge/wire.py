@@ -6,6 +6,7 @@ import asyncio
 from collections import deque
 from typing import Any, Protocol
 
+APPEND = "input_audio_buffer.append"  # caller audio for the model: the one event the outbox may drop
 OUTBOX_LIMIT = 250  # 5 s of caller audio; beyond that the model socket is stalled and the oldest audio is dropped
 
 
@@ -36,7 +37,7 @@ class Outbox:
     def put(self, event: dict[str, Any]) -> None:
         if len(self.items) >= self.limit:
             for i, queued in enumerate(self.items):
-                if queued.get("type") == "input_audio_buffer.append":
+                if queued.get("type") == APPEND:
                     del self.items[i]
                     self.dropped += 1
                     break

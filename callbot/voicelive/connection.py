@@ -184,4 +184,42 @@ async def send_event(conn: VoiceLiveConnection, event: dict[str, Any]) -> None:
     await conn.send(event)
 
 
+def send_now(conn: VoiceLiveConnection, event: dict[str, Any]) -> bool:
+    """Send one client event now, without suspending, when that cannot block; False (nothing sent) otherwise.
+
+    The caller audio path: an append written straight from the caller's reader costs no task hand-off to a writer.
+    The frame goes to the SDK's aiohttp WebSocket as `send_event` writes it (orjson, a text frame), through the
+    writer's synchronous frame write (the part of `send_frame` that never awaits: it awaits only to drain a paused
+    transport), and only while the transport keeps up: open, writing not paused, its write buffer at or below its
+    low-water mark. False for everything else (a buffer filling up, a closing socket, compression, an SDK or aiohttp
+    without those parts, an event orjson cannot serialise): the caller sends it through its outbox and writer
+    (`send_event`), which waits for the socket and keeps the outbox's bounds. Use it only while that outbox is empty,
+    so events keep their order.
+    """
+    ws = getattr(conn, "_connection", None)
+    if not isinstance(ws, aiohttp.ClientWebSocketResponse) or ws.closed:
+        return False
+    writer = getattr(ws, "_writer", None)
+    write = getattr(writer, "_write_websocket_frame", None)
+    transport: Any = getattr(writer, "transport", None)
+    protocol = getattr(writer, "protocol", None)
+    if write is None or getattr(writer, "_closing", True) or getattr(writer, "compress", 1) \
+            or getattr(protocol, "writing_paused", True):
+        return False
+    try:  # asyncio's and uvloop's transports alike (uvloop's are not `asyncio.WriteTransport` subclasses)
+        if transport.is_closing() or transport.get_write_buffer_size() > transport.get_write_buffer_limits()[0]:
+            return False
+    except AttributeError:
+        return False
+    try:
+        payload = orjson.dumps(event)
+    except orjson.JSONEncodeError:
+        return False
+    try:
+        write(payload, aiohttp.WSMsgType.TEXT, 0)
+    except (aiohttp.ClientError, ConnectionError, RuntimeError):
+        return False  # the writer's path meets the same failure and ends the session
+    return True
+
+
 SendError = (VoiceLiveConnectionError, ConnectionClosed)

@@ -20,7 +20,7 @@ import pytest
 
 from callbot.bridge.wire import Outbox as _Outbox
 from callbot.local.phone import PhoneCall, PhoneNetwork
-from callbot.local.voicelive_protocol import tone
+from callbot.local.standin import Standin
 from callbot.local.voicelive_server import VoiceLiveServer
 from callbot.local.voicelive_session import ServerSession
 from callbot.server import InProcess, wait_until_ready
@@ -28,6 +28,7 @@ from callbot.voicelive.connection import HEARTBEAT_S
 from tests.bridge.test_bridge_e2e import phone_env, speechlike
 from tests.bridge.test_runner import until
 from tests.harness import SIGNING_KEY, VOICELIVE_KEY, WEBHOOK_SECRET, run_callbot
+from tests.local.test_standin import FAQ, silence, spoken
 
 
 def free_port() -> int:
@@ -182,27 +183,42 @@ async def test_a_silent_network_drop_to_voicelive_is_found_by_the_heartbeat_and_
         await call.hang_up()
 
 
-async def test_what_the_caller_says_while_a_silent_drop_goes_unnoticed_reaches_the_new_session(
-        phone: PhoneNetwork, voicelive: VoiceLiveServer) -> None:
-    async with call_through_a_blackhole(phone, voicelive) as (proxy, cb, call, first):
-        await call.stream(tone(400, "pcm16", frequency=300.0))  # heard by the first session
-        await until(lambda: first.input_audio_bytes >= 400 * 48, timeout=5)
-        proxy.blackhole()  # callbot keeps writing caller audio into a socket that carries nothing
-        words = tone(1500, "pcm16", frequency=523.0)  # what the caller says during the drop
-        await call.stream(words)
-        second = await voicelive.wait_for_session(1, timeout=12)
+async def test_words_spoken_into_a_silently_dead_voicelive_socket_reach_the_next_session_and_are_recognised(
+        phone: PhoneNetwork) -> None:
+    """The recovery ring end to end: the offline stand-in (real VAD and phrase recogniser) behind a path that dies
+    without FIN or RST. The caller asks a question while callbot still writes into the dead socket (straight from the
+    media reader: the socket keeps taking bytes); after the heartbeat finds the drop and callbot reconnects, the new
+    session gets those words byte for byte before the live audio, and hears them."""
+    question = "do you deliver"
+    gap = silence(300) + spoken(question) + silence(900)  # all of it sent before the drop can be noticed
+    async with Standin(FAQ, api_key=VOICELIVE_KEY, realtime_factor=0.1, keep_history=True) as standin, \
+            BlackholeProxy(int(standin.url.rsplit(":", 1)[1].strip("/"))) as proxy, \
+            run_callbot(azure_voicelive_endpoint=proxy.url, callbot_instructions=FAQ, **phone_env(phone)) as cb:
+        call = await phone.place_call(cb.url, WEBHOOK_SECRET)
+        first = await standin.server.wait_for_session(0)
+        await first.wait_for("session.update")
+        bridge = next(iter(cb.services.registry.calls.values())).bridge
+        assert bridge is not None
+        await until(lambda: bridge.core.ready, timeout=5)
+        proxy.blackhole()
+        dropped_at = time.monotonic()
+        await call.stream(gap)  # in real time, into a socket that no longer reaches anyone
+        assert time.monotonic() - dropped_at < HEARTBEAT_S, "the caller spoke before the drop could be noticed"
+        assert not bytes(first.input_audio), "nothing of it reached the first session"
+        second = await standin.server.wait_for_session(1, timeout=12)
         await second.wait_for("session.update")
-        await call.stream(tone(200, "pcm16", frequency=300.0))  # live audio after the reconnect
-        await until(lambda: second.input_audio_bytes >= len(words) + 200 * 48, timeout=5)
-        received = bytes(second.input_audio)
-        assert words in received, "the words from the gap reach the new session, byte for byte"
-        assert received.index(words) < len(received) - 200 * 48, "before the live audio that followed"
-        assert words not in bytes(first.input_audio), "the dead socket carried none of them"
+        live = silence(200)
+        await call.stream(live)  # live audio after the reconnect
+        await until(lambda: second.input_audio_bytes >= len(gap) + len(live), timeout=5)
+        assert bytes(second.input_audio).startswith(gap), "the gap's audio, byte for byte, before anything else"
+        await until(lambda: [t.text for t in bridge.core.turns if t.role == "caller"] == [question], timeout=15)
+        assert bridge.reconnects == 1
         await call.hang_up()
         await until(lambda: not cb.services.registry.calls, timeout=5)
         async with aiohttp.ClientSession() as http, http.get(f"{cb.url}/metrics") as r:
             text = await r.text()
-        assert "callbot_caller_audio_resent_frames_total" in text
+        resent = [line for line in text.splitlines() if line.startswith("callbot_caller_audio_resent_frames_total")]
+        assert resent and float(resent[0].split()[-1]) >= len(gap) // call.frame_bytes
 
 
 def test_stalled_voicelive_outbox_drops_oldest_caller_audio_never_control() -> None:

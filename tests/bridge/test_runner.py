@@ -22,6 +22,7 @@ from aiohttp import web
 from callbot.bridge.runner import CallBridge
 from callbot.bridge.wire import OUTBOX_LIMIT
 from callbot.config import Settings
+from callbot.voicelive.connection import send_now
 
 FRAMES = 1000
 SMALL_BUFFER = 65536  # small enough to push back within a few hundred frames, big enough to drain fast
@@ -121,15 +122,75 @@ async def until(predicate: Any, timeout: float = 10.0) -> None:  # noqa: ASYNC10
         await asyncio.sleep(0.01)
 
 
-async def test_a_stalled_voicelive_socket_never_blocks_caller_audio_and_what_reaches_it_stays_in_order() -> None:
-    model = Model()
+async def serve(model: Model) -> tuple[web.AppRunner, int]:
     app = web.Application()
     app.router.add_get("/", model.handle)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+def append(i: int) -> dict[str, Any]:
+    return {"type": "input_audio_buffer.append", "audio": orjson.loads(caller_frame(i))["audioData"]["data"]}
+
+
+async def test_send_now_writes_while_the_socket_keeps_up_and_declines_once_it_backs_up() -> None:
+    model = Model()
+    runner, port = await serve(model)
+    client = aiohttp.ClientSession()
+    try:
+        async with Connector(client, f"http://127.0.0.1:{port}/").session() as conn:
+            assert all(send_now(conn, append(i)) for i in range(10))
+            await until(lambda: model.appends == list(range(10)))
+            model.stall()
+            accepted = 10
+            while accepted < 20_000 and send_now(conn, append(accepted)):
+                accepted += 1
+            assert accepted < 20_000, "a socket whose far end stopped reading was declined in the end"
+            transport = conn._connection._writer.transport
+            low = transport.get_write_buffer_limits()[0]
+            frame = len(orjson.dumps(append(0))) + 8  # a frame's payload, its header and mask
+            assert transport.get_write_buffer_size() <= low + frame, "never written far past the low-water mark"
+            model.resume()
+            await until(lambda: len(model.appends) == accepted)
+            assert model.appends == list(range(accepted)), "what it took arrived once, in order"
+            assert send_now(conn, append(accepted)), "and once the socket drained it writes again"
+    finally:
+        if not model.reading.is_set():
+            model.resume()
+        await client.close()
+        await runner.cleanup()
+
+
+async def test_caller_audio_goes_straight_to_a_model_socket_that_keeps_up_not_through_the_writer() -> None:
+    model = Model()
+    runner, port = await serve(model)
+    settings = Settings(_env_file=None, azure_voicelive_endpoint=f"http://127.0.0.1:{port}",  # type: ignore[call-arg]
+                        azure_voicelive_api_key="k" * 32)
+    client = aiohttp.ClientSession()
+    bridge = CallBridge("c1", settings, Connector(client, f"http://127.0.0.1:{port}/"))
+    queued: list[str] = []
+    put = bridge.outbox.put
+    bridge.outbox.put = lambda event: (queued.append(event["type"]), put(event))[1]  # type: ignore[method-assign]
+    run = asyncio.create_task(bridge.run())
+    try:
+        await until(lambda: bridge.core.ready and bridge.vl_conn is not None)
+        bridge.attach(ScriptedAcs(50))  # type: ignore[arg-type]
+        await until(lambda: len(model.appends) == 50)
+        assert model.appends == list(range(50))
+        assert "session.update" in queued and "input_audio_buffer.append" not in queued, "no caller audio waited"
+    finally:
+        bridge.stop("test over")
+        assert await asyncio.wait_for(run, 5) == "test over"
+        await client.close()
+        await runner.cleanup()
+
+
+async def test_a_stalled_voicelive_socket_never_blocks_caller_audio_and_what_reaches_it_stays_in_order() -> None:
+    model = Model()
+    runner, port = await serve(model)
     settings = Settings(_env_file=None, azure_voicelive_endpoint=f"http://127.0.0.1:{port}",  # type: ignore[call-arg]
                         azure_voicelive_api_key="k" * 32)
     client = aiohttp.ClientSession()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 from typing import Any
 
@@ -20,6 +21,7 @@ from callbot.voicelive.connection import (
     VoiceLiveUnavailable,
     classify,
     receive_event,
+    send_now,
 )
 from tests.harness import VOICELIVE_KEY, StaticToken
 
@@ -62,6 +64,20 @@ async def test_api_key_mode_sends_the_key_and_a_wrong_key_is_unavailable_without
             async with bad.session():
                 pass
         assert "wrong-key-123456" not in str(info.value)
+
+
+async def test_send_now_writes_on_the_sdks_own_socket_at_once_and_declines_once_it_is_closed() -> None:
+    async with VoiceLiveServer(api_key=VOICELIVE_KEY) as server:
+        connector = VoiceLiveConnector(settings(azure_voicelive_api_key=VOICELIVE_KEY), endpoint=server.url)
+        audio = [base64.b64encode(bytes([i]) * 960).decode() for i in range(5)]
+        async with connector.session() as conn:
+            session = await server.wait_for_session()
+            assert all(send_now(conn, {"type": "input_audio_buffer.append", "audio": a}) for a in audio), \
+                "the SDK's connection is the aiohttp socket send_now knows: nothing fell back to the writer"
+            await session.wait_for("input_audio_buffer.append", count=5)
+            assert bytes(session.input_audio) == b"".join(bytes([i]) * 960 for i in range(5))
+            await conn.close()
+            assert not send_now(conn, {"type": "input_audio_buffer.append", "audio": audio[0]})
 
 
 async def test_unreachable_endpoint_is_unavailable() -> None:
