@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     callbot_playback_lead_ms: int = Field(120, ge=20, le=1000)
     callbot_playback_chunk_ms: int = Field(20, ge=20, le=100, multiple_of=20)
     callbot_preconnect_buffer_ms: int = Field(10000, ge=0, le=60000)
+    callbot_model_append_ms: int = Field(20, ge=20, le=40, multiple_of=20)  # caller audio per model append: 20 or 40
 
     # Operations
     callbot_recordings_dir: Path | None = None

@@ -22,6 +22,9 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+import pybase64
+
+from callbot.audio.b64 import decode_b64
 from callbot.audio.formats import FRAME_MS, VOICELIVE_INPUT_CODECS, voicelive_input
 from callbot.bridge.state import Stats
 
@@ -29,8 +32,10 @@ RING_MS = 10_000  # caller audio kept for a re-send: about the longest a silent 
 
 
 class CallerAudio:
-    def __init__(self, stats: Stats, waiting_frames: int, ring_bytes: int) -> None:
+    def __init__(self, stats: Stats, waiting_frames: int, ring_bytes: int, append_frames: int = 1) -> None:
         self.stats = stats
+        self.append_frames = max(1, append_frames)  # caller frames per append (CALLBOT_MODEL_APPEND_MS / 20)
+        self.grouping: list[str] = []  # frames of the next append, while a session is ready
         self.waiting: deque[str] = deque()
         self.max_waiting = max(1, waiting_frames)
         self.ring: deque[str] = deque()
@@ -39,12 +44,25 @@ class CallerAudio:
         self.resend: list[str] = []
 
     @classmethod
-    def for_session(cls, stats: Stats, session: Mapping[str, Any], waiting_ms: int) -> CallerAudio:
+    def for_session(cls, stats: Stats, session: Mapping[str, Any], waiting_ms: int, append_ms: int = FRAME_MS
+                    ) -> CallerAudio:
         """Bounds from the `session` of session.update (its input format: pcm16 at its rate, or G.711 at 8 kHz)."""
         fmt = str(session.get("input_audio_format", "pcm16"))
         model_input = voicelive_input(fmt if fmt in VOICELIVE_INPUT_CODECS else "pcm16",
                                       int(session.get("input_audio_sampling_rate") or 24000))
-        return cls(stats, waiting_ms // FRAME_MS, int(RING_MS * model_input.bytes_per_ms))
+        return cls(stats, waiting_ms // FRAME_MS, int(RING_MS * model_input.bytes_per_ms), append_ms // FRAME_MS)
+
+    def take(self, b64: str) -> str | None:
+        """A live frame while a session is ready: the append to send now (now in the ring), or None while frames are
+        grouped into a longer append (`CALLBOT_MODEL_APPEND_MS`)."""
+        if self.append_frames > 1:
+            self.grouping.append(b64)
+            if len(self.grouping) < self.append_frames:
+                return None
+            b64 = join_b64(self.grouping)
+            self.grouping = []
+        self.sent(b64)
+        return b64
 
     def hold(self, b64: str) -> None:
         """No session is ready: keep the frame for the next one (the oldest goes beyond the bound)."""
@@ -68,8 +86,10 @@ class CallerAudio:
 
     def lost(self) -> None:
         """The session is gone: what it may not have heard goes to the next one first (a second loss before a new
-        session was ready keeps the first's frames in front)."""
+        session was ready keeps the first's frames in front). A half-grouped append was never sent: it follows."""
         self.resend.extend(self.ring)
+        self.resend.extend(self.grouping)
+        self.grouping = []
         self.committed()
 
     def drain(self) -> list[str]:
@@ -81,6 +101,14 @@ class CallerAudio:
         for b64 in frames:
             self.sent(b64)
         return frames
+
+
+def join_b64(parts: list[str]) -> str:
+    """One base64 string for the concatenated audio of `parts`: the strings themselves when none is padded (a 20 ms
+    frame of 24 kHz PCM is 960 bytes, a multiple of 3), else decoded and encoded again."""
+    if not any(part.endswith("=") for part in parts):
+        return "".join(parts)
+    return pybase64.b64encode(b"".join(decode_b64(part) for part in parts)).decode("ascii")
 
 
 def _size(b64: str) -> int:

@@ -49,7 +49,8 @@ class BridgeCore(AgentActions):
         self.started_at: float | None = None
         self.ending_since: float | None = None
         self.ended = False
-        self.caller = CallerAudio.for_session(self.stats, self.cfg.session, self.cfg.preconnect_buffer_ms)
+        self.caller = CallerAudio.for_session(self.stats, self.cfg.session, self.cfg.preconnect_buffer_ms,
+                                             self.cfg.append_ms)
         self.active_response: str | None = None
         self.last_audio_response: str | None = None  # the last response that sent audio
         self.cancelled: dict[str, None] = {}  # ordered: oldest pruned first
@@ -180,8 +181,8 @@ class BridgeCore(AgentActions):
     def caller_audio(self, now: float, b64: str) -> list[Action]:
         self.stats.caller_frames += 1
         if self.ready:
-            self.caller.sent(b64)
-            return [VlSend(vl.append_audio(b64))]
+            append = self.caller.take(b64)
+            return [] if append is None else [VlSend(vl.append_audio(append))]
         self.caller.hold(b64)
         return []
 

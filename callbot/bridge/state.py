@@ -59,6 +59,7 @@ class CoreConfig:
     lead_ms: int = 120
     chunk_ms: int = 20
     preconnect_buffer_ms: int = 10000
+    append_ms: int = 20  # caller audio per input_audio_buffer.append (20 or 40)
     max_queue_ms: int = 300_000
     greeting: str = ""
     max_call_seconds: float = 3600.0
@@ -105,6 +106,7 @@ class CoreConfig:
             lead_ms=settings.callbot_playback_lead_ms,
             chunk_ms=settings.callbot_playback_chunk_ms,
             preconnect_buffer_ms=settings.callbot_preconnect_buffer_ms,
+            append_ms=settings.callbot_model_append_ms,
             greeting=settings.callbot_greeting,
             max_call_seconds=settings.callbot_max_call_seconds,
             log_transcripts=settings.callbot_log_transcripts,

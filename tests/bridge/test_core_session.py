@@ -60,6 +60,37 @@ def test_after_a_drop_uncommitted_audio_is_resent_first_then_what_the_caller_sai
     assert vl_events(core.caller_audio(1.4, "live")) == [{"type": "input_audio_buffer.append", "audio": "live"}]
 
 
+def b64(fill: int, size: int) -> str:
+    return base64.b64encode(bytes([fill]) * size).decode()
+
+
+@pytest.mark.parametrize("frame_bytes", [960, 640, 160], ids=["pcm24k", "pcm16k-padded", "ulaw-padded"])
+def test_with_40_ms_appends_two_frames_go_to_the_model_as_one_append_of_both(frame_bytes: int) -> None:
+    core = make_core(append_ms=40)
+    ready(core)
+    frames = [b64(i, frame_bytes) for i in range(1, 5)]
+    sent = [appends(core.caller_audio(0.02 * i, f)) for i, f in enumerate(frames)]
+    assert [len(a) for a in sent] == [0, 1, 0, 1], "one append every second frame"
+    audio = [base64.b64decode(a) for a in sent[1] + sent[3]]
+    assert audio == [bytes([1]) * frame_bytes + bytes([2]) * frame_bytes,
+                     bytes([3]) * frame_bytes + bytes([4]) * frame_bytes]
+    if frame_bytes % 3 == 0:
+        assert sent[1] == [frames[0] + frames[1]], "unpadded base64 is joined as it is, never re-encoded"
+    assert core.stats.caller_frames == 4
+
+
+def test_with_40_ms_appends_a_half_grouped_append_follows_the_ring_to_the_next_session() -> None:
+    core = make_core(append_ms=40)
+    ready(core)
+    for i in range(3):  # frames 0+1 sent (in the ring), 2 waits for its pair
+        core.caller_audio(0.02 * i, b64(i, 960))
+    core.session_lost(1.0)
+    core.caller_audio(1.1, b64(9, 960))
+    core.session_opened(1.2)
+    resent = b"".join(base64.b64decode(a) for a in appends(ready(core, 1.3)))
+    assert resent == b"".join(bytes([i]) * 960 for i in (0, 1, 2, 9)), "ring, half group, what waited: in order"
+
+
 def test_a_second_loss_before_a_session_was_ready_keeps_the_first_losses_audio_in_front() -> None:
     core = make_core()
     ready(core)
