@@ -2,6 +2,7 @@
 
     callbot bench --calls N --seconds S [--barge-in-every T] [--sweep] [--json OUT]
     callbot bench --floor [uvicorn|aiohttp] --calls N --seconds S   (a call's messages through the bare stack)
+    callbot bench --floor --pairs K --calls N --seconds S   (callbot, then the floor, K times: the CPU ratio)
 
 The processes and the accounting are in `callbot.benchmark`. Progress goes to stderr, the table to stdout.
 """
@@ -21,6 +22,7 @@ from callbot.benchmark.common import BenchError
 from callbot.benchmark.floor import format_floor, run_floor
 from callbot.benchmark.report import render, render_sweep
 from callbot.benchmark.run import BenchOptions, run_once, sweep
+from callbot.benchmark.versus import render_versus, versus_floor
 
 
 def _progress(message: str) -> None:
@@ -51,7 +53,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         pause_s=pause if args.pause_seconds is None else args.pause_seconds,
                         keep_logs=args.keep_logs, transport=args.transport, telemetry=args.telemetry)
     try:
-        if args.floor:
+        if args.floor and args.pairs:
+            result = asyncio.run(versus_floor(opts, args.pairs, _progress, args.floor))
+            text = render_versus(result)
+        elif args.floor:
             result = asyncio.run(run_floor(args.calls, args.seconds, _progress, args.floor))
             text = format_floor(result)
         elif args.sweep:
@@ -97,6 +102,9 @@ def register_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     bench.add_argument("--floor", nargs="?", const="uvicorn", choices=["uvicorn", "aiohttp"],
                        help="measure the stack's floor instead: N sockets relaying a call's message mix with no "
                             "bridge logic, on callbot's server stack (uvicorn, the default) or on aiohttp's server")
+    bench.add_argument("--pairs", type=_positive(int), default=0, metavar="K",
+                       help="with --floor: K interleaved pairs of a callbot run and a floor run (ABAB, same calls and "
+                            "window); reports each pair's CPU ratio and the median against the 1.3x target")
     bench.add_argument("--max-calls", type=_positive(int), default=2000, help="upper bound of --sweep")
     bench.add_argument("--json", metavar="OUT", help="also write the full report as JSON to OUT")
     bench.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (kept anyway on errors)")

@@ -8,6 +8,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from callbot.acs import media
 from callbot.benchmark import common
 from callbot.benchmark.report import build, percentiles
+from callbot.benchmark.versus import render_versus, summarise
 
 
 @pytest.mark.parametrize(("transport", "stop"), [("acs", "StopAudio"), ("twilio", "clear")])
@@ -46,26 +48,52 @@ async def test_bench_three_calls_loses_no_frame_and_reports_every_figure(tmp_pat
     server = report["server"]
     assert server["cpu_ms_per_call_second"] > 0
     assert server["rss_mib"] >= server["rss_idle_mib"] > 0
-    assert set(report["verdict"]) == {"capacity_ok", "cpu_ok", "barge_in_ok", "rss_ok"}
+    assert set(report["verdict"]) == {"capacity_ok", "barge_in_ok", "rss_ok"}  # CPU: against the floor (--pairs)
     assert report["machine"]["pinning"]  # says where the server and the load ran
     assert report["config"]["transport"] == transport
 
 
-async def test_bench_floor_relays_a_calls_messages_on_both_stacks_and_reports_their_cpu(tmp_path: Path) -> None:
-    for stack in ("uvicorn", "aiohttp"):
+async def test_bench_floor_relays_a_calls_messages_on_both_stacks_and_pairs_callbot_with_it(tmp_path: Path) -> None:
+    """The floor on both stacks; on aiohttp's, as one interleaved pair with a callbot run (`--pairs`)."""
+    for stack, pairs in (("uvicorn", []), ("aiohttp", ["--pairs", "1"])):
         out = tmp_path / f"floor-{stack}.json"
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "callbot", "bench", "--floor", stack, "--calls", "3", "--seconds", "1",
+            sys.executable, "-m", "callbot", "bench", "--floor", stack, *pairs, "--calls", "3", "--seconds", "1",
             "--json", str(out), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 90)
         assert proc.returncode == 0, stderr.decode()[-2000:]
-        assert "ms per call-second" in stdout.decode()
         report = json.loads(out.read_text())
+        if pairs:
+            assert "median ratio" in stdout.decode()
+            [pair] = report["pairs"]
+            bench, report = report["runs"][0]["callbot"], report["runs"][0]["floor"]
+            assert bench["config"]["calls"] == 3 and bench["frames"]["caller"]["lost"] == 0
+            assert pair["ratio"] == round(pair["callbot_cpu_ms"] / pair["floor_cpu_ms"], 3) > 0
+        else:
+            assert "ms per call-second" in stdout.decode()
         assert report["server"] == stack and report["calls"] == 3
         # every caller message reached the model's side and the bot's messages came back, at the call's rates
         assert 45 <= report["relayed_per_call_second"]["to_model"] <= 55
         assert 15 <= report["relayed_per_call_second"]["to_caller"] <= 25
         assert 0 < report["relay_cpu_percent_of_core"] < 100
+
+
+def test_the_floor_verdict_takes_the_median_ratio_and_every_runs_latencies_and_losses() -> None:
+    def pair(cpu: float, floor: float, fwd: float = 1.0, lost: int = 0) -> dict[str, Any]:
+        latency = {"caller_to_model": {"p99": fwd}, "model_to_acs": {"p99": 1.0},
+                   "barge_in_to_stop_audio": {"p99": 1.0}}
+        frames = {"caller": {"lost": lost}, "bot": {"lost": 0, "after_stop_audio": 0}}
+        return {"callbot": {"config": {"calls": 100, "seconds": 10}, "server": {"cpu_ms_per_call_second": cpu},
+                            "latency_ms": latency, "frames": frames, "errors": {"count": 0},
+                            "machine": {"other_cpu_percent_of_core": 1.0}},
+                "floor": {"relay_cpu_ms_per_call_second": floor}}
+
+    result = summarise([pair(5.0, 4.0), pair(6.0, 4.0), pair(4.8, 4.0)])
+    assert result["median_ratio"] == 1.25 and result["verdict"] == {"cpu_ratio_ok": True, "figures_kept": True}
+    assert summarise([pair(5.0, 4.0), pair(6.0, 4.0), pair(5.6, 4.0)])["verdict"]["cpu_ratio_ok"] is False
+    assert summarise([pair(5.0, 4.0), pair(5.0, 4.0, fwd=25.0)])["verdict"]["figures_kept"] is False
+    assert summarise([pair(5.0, 4.0, lost=1)])["verdict"]["figures_kept"] is False
+    assert "median ratio 1.25 (target <= 1.3): met" in render_versus(result)
 
 
 def test_frame_tags_survive_as_base64_prefixes() -> None:

@@ -17,7 +17,6 @@ from typing import Any
 
 from callbot.benchmark import common as c
 
-TARGET_CPU_MS = 3.0
 TARGET_FORWARD_P99_MS = 20.0
 TARGET_BARGE_IN_P99_MS = 5.0
 TARGET_RSS_PER_CALL = 1024 * 1024
@@ -146,11 +145,9 @@ def build(opts: dict[str, Any], acs: dict[str, Any], model: dict[str, Any], proc
     }
     lost = caller_lost + bot["lost"]
     worst_forward = max(forwarding["p99"] or 0.0, to_acs["p99"] or 0.0)
-    cpu_ms = report["server"]["cpu_ms_per_call_second"]
     report["verdict"] = {
         "capacity_ok": bool(placed == opts["calls"] and lost == 0 and not errors and forwarding["n"]
                             and worst_forward < TARGET_FORWARD_P99_MS and bot["after_stop_audio"] == 0),
-        "cpu_ok": cpu_ms is not None and cpu_ms <= TARGET_CPU_MS,
         "barge_in_ok": barge["p99"] is not None and barge["p99"] < TARGET_BARGE_IN_P99_MS,
         "rss_ok": placed > 0 and rss_delta / placed < TARGET_RSS_PER_CALL,
     }
