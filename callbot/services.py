@@ -236,7 +236,7 @@ class Services:
         bridge = CallBridge(call.call_id, self.settings, self.connector, tap=call.recorder, apology=local_audio,
                             on_hang_up=traced(call, "hang_up", on_hang_up or hang_up_at_acs), transport=transport,
                             on_transfer=on_transfer and traced(call, "transfer", on_transfer), tools=tools,
-                            timings=CallTimings(observe), session_metadata=session_ids(call), pacer=self.registry.pacer)
+                            timings=CallTimings(observe), session_metadata=session_ids(call))
         call.bridge = bridge
         call.stop_bridge = bridge.stop
         call.end_gracefully = bridge.end_gracefully
