@@ -164,39 +164,42 @@ async def test_send_now_writes_while_the_socket_keeps_up_and_declines_once_it_ba
         await runner.cleanup()
 
 
-async def test_caller_audio_goes_straight_to_a_model_socket_that_keeps_up_not_through_the_writer() -> None:
-    model = Model()
+@contextlib.asynccontextmanager
+async def bridge_to(model: Model) -> AsyncIterator[CallBridge]:
+    """A running `CallBridge` whose Voice Live is `model`, served over a real socket; stopped on the way out."""
     runner, port = await serve(model)
     settings = Settings(_env_file=None, azure_voicelive_endpoint=f"http://127.0.0.1:{port}",  # type: ignore[call-arg]
                         azure_voicelive_api_key="k" * 32)
     client = aiohttp.ClientSession()
     bridge = CallBridge("c1", settings, Connector(client, f"http://127.0.0.1:{port}/"))
-    queued: list[str] = []
-    put = bridge.outbox.put
-    bridge.outbox.put = lambda event: (queued.append(event["type"]), put(event))[1]  # type: ignore[method-assign]
     run = asyncio.create_task(bridge.run())
     try:
-        await until(lambda: bridge.core.ready and bridge.vl_conn is not None)
-        bridge.attach(ScriptedAcs(50))  # type: ignore[arg-type]
-        await until(lambda: len(model.appends) == 50)
-        assert model.appends == list(range(50))
-        assert "session.update" in queued and "input_audio_buffer.append" not in queued, "no caller audio waited"
+        yield bridge
     finally:
+        if not model.reading.is_set():
+            model.resume()  # else the server's handler would hold up its shutdown
         bridge.stop("test over")
         assert await asyncio.wait_for(run, 5) == "test over"
         await client.close()
         await runner.cleanup()
 
 
+async def test_caller_audio_goes_straight_to_a_model_socket_that_keeps_up_not_through_the_writer() -> None:
+    model = Model()
+    queued: list[str] = []
+    async with bridge_to(model) as bridge:
+        put = bridge.outbox.put
+        bridge.outbox.put = lambda event: (queued.append(event["type"]), put(event))[1]  # type: ignore[method-assign]
+        await until(lambda: bridge.core.ready and bridge.vl_conn is not None)
+        bridge.attach(ScriptedAcs(50))  # type: ignore[arg-type]
+        await until(lambda: len(model.appends) == 50)
+        assert model.appends == list(range(50))
+        assert "session.update" in queued and "input_audio_buffer.append" not in queued, "no caller audio waited"
+
+
 async def test_a_stalled_voicelive_socket_never_blocks_caller_audio_and_what_reaches_it_stays_in_order() -> None:
     model = Model()
-    runner, port = await serve(model)
-    settings = Settings(_env_file=None, azure_voicelive_endpoint=f"http://127.0.0.1:{port}",  # type: ignore[call-arg]
-                        azure_voicelive_api_key="k" * 32)
-    client = aiohttp.ClientSession()
-    bridge = CallBridge("c1", settings, Connector(client, f"http://127.0.0.1:{port}/"))
-    run = asyncio.create_task(bridge.run())
-    try:
+    async with bridge_to(model) as bridge:
         await until(lambda: bridge.core.ready and model.transport is not None)
         model.stall()
         bridge.attach(ScriptedAcs(FRAMES))  # type: ignore[arg-type]
@@ -208,10 +211,3 @@ async def test_a_stalled_voicelive_socket_never_blocks_caller_audio_and_what_rea
         # everything that was not dropped arrived, once, in the order the caller spoke it
         assert model.appends == sorted(set(model.appends))
         assert len(model.appends) == FRAMES - bridge.outbox.dropped
-    finally:
-        if not model.reading.is_set():
-            model.resume()  # else the server's handler would hold up its shutdown
-        bridge.stop("test over")
-        assert await asyncio.wait_for(run, 5) == "test over"
-        await client.close()
-        await runner.cleanup()
