@@ -52,6 +52,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         answer_s=answer if args.answer_seconds is None else args.answer_seconds,
                         pause_s=pause if args.pause_seconds is None else args.pause_seconds,
                         keep_logs=args.keep_logs, transport=args.transport, telemetry=args.telemetry)
+    if args.pairs and not args.floor:
+        sys.stderr.write("callbot bench: --pairs needs --floor (it pairs callbot runs with floor runs)\n")
+        return 2
     try:
         if args.floor and args.pairs:
             result = asyncio.run(versus_floor(opts, args.pairs, _progress, args.floor))

@@ -226,3 +226,11 @@ async def test_bench_heavy_talk_profile_has_the_bot_speaking_two_seconds_of_ever
     assert bot["cut_by_barge_in"] == 0 and bot["lost"] == 0
     share = bot["sent"] / (3 * 6 * 50)  # of the window's 20 ms slots, per call
     assert 0.5 < share < 0.8, share
+
+
+def test_pairs_without_floor_is_refused_with_the_reason() -> None:
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "callbot", "bench", "--pairs", "2"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 2 and "--pairs needs --floor" in proc.stderr
