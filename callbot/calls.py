@@ -12,6 +12,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from callbot.bridge.pacer import Pacer
+
 log = logging.getLogger(__name__)
 
 MAX_ENDED_IDS = 10000
@@ -51,6 +53,7 @@ class CallRegistry:
         self.total = 0
         self.rejected = 0
         self.ended_ids: OrderedDict[str, None] = OrderedDict()  # recent calls: their URLs never open a call again
+        self.pacer = Pacer()  # the one playout clock all the process's calls share
 
     def __len__(self) -> int:
         return len(self.calls)

@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
     registers = []
-    for module in ("callbot.local.cli", "callbot.replay", "callbot.bench"):
+    for module in ("callbot.local.cli", "callbot.replay_cli", "callbot.bench"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

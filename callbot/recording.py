@@ -2,7 +2,9 @@
 
 Line 1 is a header: ``{"format": "callbot-recording", "version": 1, "call_id", "started_at", "transport",
 "settings"}`` (the call's transport, ``acs``, ``web`` or ``twilio``, absent in older recordings: ``acs``; the applied
-settings, secrets replaced by ``"<set>"``). ``acs_in`` / ``acs_out`` are the caller's side of the call on whatever
+settings, secrets replaced by ``"<set>"``; ``playout_grid``, ``{"ms", "phase_ms"}``: the process's playout clock
+releases bot audio on a grid, at ``phase_ms`` modulo ``ms`` on the recording's clock; absent in older recordings and
+where the bridge had a clock of its own). ``acs_in`` / ``acs_out`` are the caller's side of the call on whatever
 transport. Every other line is one message::
 
     {"t": 1234.567, "dir": "acs_in", "kind": "AudioData", "text": "{...the raw media message...}"}
@@ -113,11 +115,13 @@ class CallRecorder:
     """Implements the bridge's `WireTap` plus the call-control events. Create with `open`, end with `close`."""
 
     def __init__(self, sink: RecordingSink, call_id: str, header: dict[str, Any],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, grid_s: float | None = None) -> None:
         self.call_id = call_id
         self._sink = sink
         self._clock = clock
         self._t0 = clock()
+        if grid_s is not None:  # the playout clock's grid on this clock, so that a replay releases chunks as live did
+            header = {**header, "playout_grid": {"ms": grid_s * 1000, "phase_ms": self._t0 % grid_s * 1000}}
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._pending = 0  # taken from the buffer by the writer, not stored yet (a storage outage)
@@ -139,10 +143,11 @@ class CallRecorder:
 
     @classmethod
     def open(cls, destination: Path | BlobStore, call_id: str, settings: Settings, *,
-             clock: Callable[[], float] = time.monotonic, transport: str = "acs") -> CallRecorder | None:
+             clock: Callable[[], float] = time.monotonic, transport: str = "acs",
+             grid_s: float | None = None) -> CallRecorder | None:
         """Record to ``<destination>/<UTC time>Z-<call id>.jsonl``: a new file (mode 0600) in a directory, or an
         append blob in the store's container (created by the first write). None, with one error log, if a file
-        cannot be created."""
+        cannot be created. `grid_s`: the grid of the process's playout clock (`Pacer`), which reads `clock`."""
         started = datetime.now(UTC)
         name = f"{started:%Y%m%dT%H%M%S}Z-{_SAFE_NAME.sub('_', call_id)[:80]}.jsonl"
         sink: RecordingSink
@@ -157,7 +162,7 @@ class CallRecorder:
                 return None
         header = {"started_at": started.isoformat(timespec="milliseconds"), "transport": transport,
                   "settings": header_settings(settings)}
-        return cls(sink, call_id, header, clock)
+        return cls(sink, call_id, header, clock, grid_s)
 
     # -- the wire tap (synchronous: serialise and buffer, never I/O) ---------------------------------------------
 

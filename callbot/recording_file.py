@@ -67,6 +67,18 @@ class Recording:
         return str(self.header.get("transport") or "acs")
 
     @property
+    def playout_grid(self) -> tuple[float, float] | None:
+        """(grid, phase) in seconds of the playout clock that released the call's bot audio; None: no grid (older
+        recordings, a bridge with a clock of its own, a malformed header)."""
+        grid = self.header.get("playout_grid")
+        if not isinstance(grid, dict):
+            return None
+        ms, phase = grid.get("ms"), grid.get("phase_ms")
+        if not isinstance(ms, int | float) or not isinstance(phase, int | float) or not 0 < ms <= 1000:
+            return None
+        return ms / 1000, phase / 1000 % (ms / 1000)
+
+    @property
     def sample_rate(self) -> int:
         if self.transport == "web":
             return MEDIA_FORMATS["pcm24k"].sample_rate

@@ -1,22 +1,22 @@
-"""Replaying a recorded call against the current bridge core, comparing, and listening to it as a WAV.
+"""Replaying a recorded call against the current bridge core and comparing (`callbot replay`: `replay_cli`).
 
 `replay` feeds the recorded inbound messages (ACS media, Voice Live server events) and the bridge's recorded
 decisions (`voicelive_open` -> `session_opened`, `voicelive_closed` -> `session_lost`, `end_call`) into a fresh
-`BridgeCore` at their recorded times on a virtual clock, ticking the playout at every deadline in between, up to the
-end of the recorded wire traffic; actions become the wire messages the runner sends. `compare` checks them against
-the recorded ones per channel (callbot -> ACS, callbot -> Voice Live): the sequence of kinds (runs of audio frames and
-of caller audio collapsed), frames per run (within `frame_tolerance`: live ticks run a little after their deadline),
-caller audio byte for byte, every other message field for field (`audio_end_ms` within one frame), `event_id` ignored.
+`BridgeCore` at their recorded times on a virtual clock, ticking the playout at every deadline in between (rounded up
+to the live playout clock's grid when the recording names one, and at once after an event that kicked the live send
+pass), up to the end of the recorded wire traffic; actions become the wire messages the runner sends. `compare` checks
+them against the recorded ones per channel (callbot -> ACS, callbot -> Voice Live): the sequence of kinds (runs of
+audio frames and of caller audio collapsed), frames per run (within `frame_tolerance`: live ticks run a little after
+their deadline), caller audio byte for byte, every other message field for field (`audio_end_ms` within one frame),
+`event_id` ignored.
 """
 
 from __future__ import annotations
 
-import argparse
 import binascii
-import sys
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -35,9 +35,10 @@ from callbot.bridge.core import (
     Transfer,
     VlSend,
 )
+from callbot.bridge.pacer import event_moves_playout
 from callbot.bridge.playback import FRAME_MS
-from callbot.bridge.transport import Transport, dispatch, messages, transport_for
-from callbot.recording import ACS_IN, ACS_OUT, META, VL_IN, VL_OUT, Record, Recording, RecordingError, load_recording
+from callbot.bridge.transport import KeyPress, Transport, dispatch, messages, transport_for
+from callbot.recording import ACS_IN, ACS_OUT, META, VL_IN, VL_OUT, Record, Recording
 
 CoreFactory = Callable[[CoreConfig], BridgeCore]
 COLLAPSED = frozenset({"AudioData", "input_audio_buffer.append"})
@@ -106,12 +107,23 @@ def _is_input(r: Record) -> bool:
 
 
 class _Replayer:
-    def __init__(self, core: BridgeCore, transport: Transport) -> None:
+    def __init__(self, core: BridgeCore, transport: Transport, grid: tuple[float, float] | None = None) -> None:
         self.core, self.now, self.transport = core, 0.0, transport
+        self.grid = grid  # the live playout clock's (grid, phase): a deadline was served at the next grid point
         self.result = ReplayResult([], core)
 
-    def emit(self, actions: list[Action]) -> None:
+    def served_at(self, deadline: float) -> float:
+        """When the live playout clock served `deadline`: at the next grid point (no grid: at the deadline). An
+        event that kicked the live send pass earlier is `feed`'s."""
+        if self.grid is None:
+            return deadline
+        grid, phase = self.grid
+        return math.ceil((deadline + phase) / grid) * grid - phase
+
+    def emit(self, actions: list[Action]) -> bool:
+        """Record the actions' wire messages; True when one of them kicks the live send pass (StopAudio, a notice)."""
         t = round(self.now * 1000, 3)
+        kicks = False
         for action in actions:
             out = self.transport
             if isinstance(action, PlayAudio):
@@ -120,10 +132,12 @@ class _Replayer:
                         self.result.messages.append(Message(t, ACS_OUT, out.describe(raw)))
             elif isinstance(action, StopPlayback):
                 self.result.messages.append(Message(t, ACS_OUT, out.describe(out.stop_message())))
+                kicks = True
             elif isinstance(action, Notify):
                 message = out.notify_message(action.event)
                 if message is not None:
                     self.result.messages.append(Message(t, ACS_OUT, out.describe(message)))
+                    kicks = True
             elif isinstance(action, VlSend):
                 self.result.messages.append(Message(t, VL_OUT, normalise(orjson.loads(orjson.dumps(action.event)))))
             elif isinstance(action, HangUp | Leave) and self.result.hang_up is None:
@@ -132,15 +146,19 @@ class _Replayer:
                 self.result.tools.append((t, action.name, action.arguments))
             elif isinstance(action, Transfer):
                 self.result.transfers.append((t, action.reason))
+        return kicks
 
     def run_until(self, until: float, *, inclusive: bool) -> None:
         """Tick at every playout deadline before `until` (or at it, when inclusive)."""
         idle = 0
         while not self.core.ended:
             deadline = self.core.next_deadline()
-            if deadline is None or deadline > until or (deadline == until and not inclusive):
+            if deadline is None:
                 return
-            self.now = max(self.now, deadline)
+            at = self.served_at(deadline)
+            if at > until or (at == until and not inclusive):
+                return
+            self.now = max(self.now, at)
             actions = self.core.tick(self.now)
             self.emit(actions)
             idle = 0 if actions or self.core.next_deadline() != deadline else idle + 1
@@ -148,13 +166,15 @@ class _Replayer:
                 return
 
     def feed(self, r: Record) -> None:
+        """Feed one recorded input at `now`; where the live bridge kicked its send pass after it, tick now too."""
         now, core, data = self.now, self.core, r.data
+        kicks = True  # media_open, tool_result, transfer_outcome, end_call: the runner kicks after each
         if r.dir == META and r.kind == "voicelive_open":
-            self.emit(core.session_opened(now))
+            kicks = self.emit(core.session_opened(now))
         elif r.dir == META and r.kind == "media_open":
             core.media_started(now)
         elif r.dir == META and r.kind == "voicelive_closed":
-            self.emit(core.session_lost(now))  # an older recording's `unsent`: already in the core's ring
+            kicks = self.emit(core.session_lost(now))  # an older recording's `unsent`: already in the core's ring
         elif r.dir == META and r.kind == "tool_result":
             self.emit(core.tool_result(now, str(data.get("call_id", "")), str(data.get("output", ""))))
         elif r.dir == META and r.kind == "transfer_outcome":
@@ -164,12 +184,15 @@ class _Replayer:
             local = binascii.a2b_base64(audio) if isinstance(audio, str) else b""
             self.emit(core.end_call(now, str(data.get("reason", "")), local_audio=local))
         elif r.dir == VL_IN:
-            self.emit(core.server_event(now, orjson.loads(orjson.dumps(r.event))))
+            had_queue = bool(core.queue)
+            kicks = self.emit(core.server_event(now, orjson.loads(orjson.dumps(r.event))))
+            kicks = kicks or event_moves_playout(core, had_queue)
         else:
             raw = r.media()
             msg = self.transport.parse(raw) if raw is not None else None
-            if msg is not None:
-                self.emit(dispatch(core, now, msg))
+            kicks = msg is not None and (self.emit(dispatch(core, now, msg)) or isinstance(msg, KeyPress))
+        if kicks and self.grid is not None and not core.ended:
+            self.emit(core.tick(now))  # (no grid: the next `run_until` ticks at the deadline, as an older bridge did)
 
 
 def _recorded_approvals(recording: Recording) -> Callable[[str, str], bool]:
@@ -209,9 +232,11 @@ def replay(recording: Recording, *, core_factory: CoreFactory = BridgeCore) -> R
         approve_mcp=_recorded_approvals(recording), metadata=_recorded_metadata(recording)))
     inputs = sorted((r for r in recording.records if _is_input(r)), key=lambda r: r.t)
     horizon = max((r.t for r in recording.records if _on_bridge_wire(r)), default=0.0) / 1000  # the bridge's end
-    run = _Replayer(core, transport)
+    run = _Replayer(core, transport, recording.playout_grid)
     run.now = inputs[0].t / 1000 if inputs else 0.0
     core.start(run.now)
+    if run.grid is not None:
+        run.emit(core.tick(run.now))  # the bridge's first send pass, as it starts
     if not any(r.dir == META and r.kind == "media_open" for r in inputs):
         core.media_started(run.now)  # recorded before the bridge started ahead of its media socket
     for r in inputs:
@@ -345,43 +370,3 @@ def check_recording(recording: Recording, *, core_factory: CoreFactory = BridgeC
     result, recorded = replay(recording, core_factory=core_factory), recorded_messages(recording)
     return ReplayReport(recording, result, recorded, compare(recorded, result.messages, frame_tolerance=frame_tolerance,
                                                              end_tolerance_ms=end_tolerance_ms))
-
-
-# -- command line ----------------------------------------------------------------------------------------------
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    from callbot.logs import setup_logging
-
-    setup_logging("INFO" if args.verbose else "WARNING")
-    try:
-        recording = load_recording(args.file)
-        report = check_recording(recording, frame_tolerance=args.frame_tolerance)
-    except (OSError, RecordingError) as exc:
-        sys.stderr.write(f"callbot: cannot replay {args.file}: {exc}\n")
-        return 2
-    sys.stdout.write(report.text())
-    if args.wav is not None:
-        from callbot.export_wav import export_wav, wav_line
-
-        sys.stdout.write(wav_line(export_wav(recording, args.wav, bot=report.result.messages)))
-    return 0 if report.ok else 1
-
-
-def register_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    rp = sub.add_parser("replay", help="replay a recorded call against the current code and report differences")
-    rp.add_argument("file", help="a recording: a .jsonl file (CALLBOT_RECORDINGS_DIR) or a blob URL (_URL)")
-    rp.add_argument("--wav", type=Path, help="also write the replayed call as a two-channel WAV")
-    rp.add_argument("--frame-tolerance", type=int, default=1,
-                    help="audio frames a run may differ by (live ticks run a little late; default 1)")
-    rp.add_argument("-v", "--verbose", action="store_true", help="show the bridge's log while replaying")
-    rp.set_defaults(func=cmd_replay)
-    ex = sub.add_parser("export-wav", help="write a recorded call as a WAV: caller left, bot right, as heard")
-    ex.add_argument("file", help="a recording: a .jsonl file (CALLBOT_RECORDINGS_DIR) or a blob URL (_URL)")
-    ex.add_argument("out", type=Path, help="the WAV to write: caller on the left channel, bot on the right")
-    ex.set_defaults(func=_cmd_export_wav)
-
-
-def _cmd_export_wav(args: argparse.Namespace) -> int:
-    from callbot.export_wav import cmd_export_wav
-
-    return cmd_export_wav(args)

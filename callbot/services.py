@@ -208,7 +208,8 @@ class Services:
             from callbot.recording import CallRecorder
 
             call.recorder = CallRecorder.open(self.recordings, call.call_id, self.settings,
-                                              clock=asyncio.get_running_loop().time, transport=transport)
+                                              clock=asyncio.get_running_loop().time, transport=transport,
+                                              grid_s=self.registry.pacer.grid_s)
 
     def _start_bridge(self, call: Call, transport: Transport | None = None,
                       on_hang_up: Callable[[str], Awaitable[None]] | None = None,
@@ -236,7 +237,7 @@ class Services:
         bridge = CallBridge(call.call_id, self.settings, self.connector, tap=call.recorder, apology=local_audio,
                             on_hang_up=traced(call, "hang_up", on_hang_up or hang_up_at_acs), transport=transport,
                             on_transfer=on_transfer and traced(call, "transfer", on_transfer), tools=tools,
-                            timings=CallTimings(observe), session_metadata=session_ids(call))
+                            timings=CallTimings(observe), session_metadata=session_ids(call), pacer=self.registry.pacer)
         call.bridge = bridge
         call.stop_bridge = bridge.stop
         call.end_gracefully = bridge.end_gracefully

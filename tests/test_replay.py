@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import wave
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,47 @@ async def test_a_live_call_recorded_by_the_service_replays_without_differences(
             ("vl_out", "conversation.item.truncate")} <= seen
     report = check_recording(recording)
     assert report.ok, report.text()
+
+
+async def test_a_live_call_on_a_coarse_playout_grid_replays_with_its_chunks_released_on_that_grid(
+        tmp_path: Path, phone: PhoneNetwork, voicelive: VoiceLiveServer) -> None:
+    # The process's playout clock releases bot audio on a grid (5 ms; 80 ms here), and three barge-ins come 60 ms
+    # after a grid point: live, the two or three 20 ms chunks that fell due since are still queued when it drops them.
+    # The recording names the grid; a replay that ignored it would release them first. The fourth answer is cut
+    # 30 ms in, before any grid point: live, its arrival kicked the send pass, which released its first chunks at
+    # once; a replay has to do the same.
+    env = {k.lower(): v for k, v in phone.env().items()}
+    async with run_callbot(azure_voicelive_endpoint=voicelive.url, callbot_recordings_dir=str(tmp_path),
+                           callbot_media_format="pcm16k", **env) as cb:
+        cb.services.registry.pacer.grid_s = 0.08
+        call = await phone.place_call(cb.url, WEBHOOK_SECRET)
+        session = await voicelive.wait_for_session()
+        await session.wait_for("session.update")
+        loop = asyncio.get_running_loop()
+        for n in range(4):
+            if n == 3:  # an answer that begins just after a grid point, cut 30 ms in: its first chunks went at once
+                await asyncio.sleep((0.005 - loop.time()) % 0.08)
+            await session.start_response(text=f"Answer {n}", audio=tone(3000, "pcm16_16000hz"), realtime_factor=0.5)
+            await asyncio.sleep(0.03 if n == 3 else 0.3)
+            if n < 3:
+                await asyncio.sleep((0.06 - loop.time()) % 0.08)  # 60 ms after a grid point (the grid: loop time)
+            asked = time.monotonic()
+            await session.speech_started()
+            await call.wait_for_stop(after=asked)
+            await session.wait_for("conversation.item.truncate", count=n + 1)
+            await session.speech_stopped()
+        await call.hang_up()
+        for _ in range(200):
+            if not cb.services.registry.calls:
+                break
+            await asyncio.sleep(0.02)
+    (path,) = await asyncio.to_thread(lambda: list(tmp_path.glob("*.jsonl")))
+    recording = await asyncio.to_thread(load_recording, path)
+    assert recording.playout_grid is not None
+    grid, phase = recording.playout_grid
+    assert grid == pytest.approx(0.08) and 0 <= phase < grid
+    report = check_recording(recording)
+    assert report.ok, report.text()
+    assert [m.kind for m in report.recorded].count("StopAudio") == 4
+    del recording.header["playout_grid"]  # replayed as if chunks went out at their deadlines: not what was sent
+    assert not check_recording(recording).ok

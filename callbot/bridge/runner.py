@@ -2,15 +2,19 @@
 
 Tasks per call, in one `TaskGroup`: the caller's reader (its audio goes straight to the model socket while that keeps
 up), the Voice Live session (connect, configure, read events; reconnects with backoff) with its writer (a bounded
-outbox for everything else and for caller audio when the socket lags: a slow model socket never blocks it), the
-playout (paces bot frames; the only writer to the caller's socket, so a stalled one never blocks the Voice Live pump),
-and the agent's tool calls and transfer. Every decision is the core's; this module moves bytes and reads the clock.
+outbox for everything else and for caller audio when the socket lags: a slow model socket never blocks it), and the
+agent's tool calls and transfer. The playout (paced bot frames, StopAudio, notices: the only writer to the caller's
+socket, so a stalled one never blocks the Voice Live pump) has no task of its own: a send pass runs when the event
+that makes something due kicks it, or when the process's one `Pacer` says the next chunk is due. Every decision is
+the core's; this module moves bytes and reads the clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -20,6 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from callbot.audio.formats import MEDIA_FORMATS
 from callbot.bridge.actions import Leave, RunTool, Transfer, TransferError
 from callbot.bridge.core import Action, BridgeCore, CoreConfig, HangUp, Notify, PlayAudio, StopPlayback, VlSend
+from callbot.bridge.pacer import Pacer, start_now
 from callbot.bridge.timings import CallTimings
 from callbot.bridge.tools import ToolHost, ToolStats, run_tool
 from callbot.bridge.transport import CallerLeft, KeyPress, Transport, dispatch, messages
@@ -47,6 +52,7 @@ class CallBridge:
         on_transfer: Callable[[str], Awaitable[None]] | None = None,
         timings: CallTimings | None = None,
         session_metadata: Mapping[str, str] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.call_id = call_id
         self.settings = settings
@@ -74,11 +80,19 @@ class CallBridge:
         self.notices: deque[str | bytes] = deque()  # Notify messages for the caller's side, sent by the playout
         self.loop = asyncio.get_running_loop()
         self._clock = clock if clock is not None else self.loop.time  # injectable for tests, like JwtVerifier's
+        self._loop_clock = clock is None  # deadlines are already in loop time
         self.sleep = sleep if sleep is not None else asyncio.sleep
         self.outbox = Outbox(OUTBOX_LIMIT)
         self.vl_conn: VoiceLiveConnection | None = None  # the open Voice Live session's connection, for `send_now`
         self.stop_pending = False  # StopAudio to send before anything else (set by a barge-in)
-        self.wake = asyncio.Event()
+        self.pacer = pacer if pacer is not None else Pacer()  # the process's one playout clock (a call's own: tests)
+        self.due_at = math.inf  # this call's entry in the pacer
+        self.running = False
+        self._passing = False  # a playout pass is under way (`kick`)
+        self._again = False  # ... and something new arrived during it
+        self._pass: asyncio.Task[None] | None = None  # that pass, while it waits on the caller's socket
+        self._context = contextvars.copy_context()
+        self.defect: BaseException | None = None  # an unexpected error in a playout pass
         self.ws: WebSocket | None = None
         self.media_attached = asyncio.Event()
         self.finished = asyncio.Event()
@@ -99,10 +113,12 @@ class CallBridge:
         if self.tap is not None:
             self.tap.end_call(reason, self.apology)
         self._execute_now(self.core.end_call(self.now(), reason, local_audio=self.apology))
-        self.wake.set()  # the playout recomputes its deadline (goodbye timeout) and plays the last words
+        self.kick()  # the playout recomputes its deadline (goodbye timeout) and plays the last words
 
     async def _watch_stop(self) -> None:
         await self.stopped.wait()
+        if self.defect is not None:
+            raise self.defect
         raise CallOver(self.stop_reason)
 
     def now(self) -> float:
@@ -115,7 +131,7 @@ class CallBridge:
         self.ws = ws
         self.core.media_started(self.now())
         self.media_attached.set()
-        self.wake.set()
+        self.kick()
 
     async def run(self) -> str:
         """Bridge until the call ends; returns why it ended. Never raises for call-level failures.
@@ -125,18 +141,25 @@ class CallBridge:
         """
         self.core.start(self.now())
         self.timings.start(self.now())
+        self._context = contextvars.copy_context()  # the call's (its trace span is current in it): playout passes
         try:
             async with asyncio.TaskGroup() as tg:
                 self.tg = tg
+                self.running = True
                 tg.create_task(self._media())
                 tg.create_task(run_voicelive(self))
-                tg.create_task(self._playout())
                 tg.create_task(self._watch_stop())
+                self.kick()
         except* CallOver as group:
             first = group.exceptions[0]
             self.end_reason = first.reason if isinstance(first, CallOver) else "ended"
         finally:
+            self.running = False
             self.tg = None
+            self.pacer.at(self, None)
+            if self._pass is not None:
+                self._pass.cancel()
+                await asyncio.gather(self._pass, return_exceptions=True)
             self.finished.set()
         s = self.core.stats
         log.info(
@@ -166,12 +189,12 @@ class CallBridge:
                     self.outbox.put(event)
             elif isinstance(action, StopPlayback):
                 self.stop_pending = True
-                self.wake.set()
+                self.kick()
             elif isinstance(action, Notify):
                 message = self.transport.notify_message(action.event)
                 if message is not None:
                     self.notices.append(message)
-                    self.wake.set()
+                    self.kick()
             elif isinstance(action, HangUp | Leave):
                 self.end_reason = action.reason
                 self.leaving = isinstance(action, Leave)
@@ -203,7 +226,7 @@ class CallBridge:
         if self.tap is not None:
             self.tap.tool_result(action.call_id, action.name, result.output, result.outcome)
         await self.execute(self.core.tool_result(self.now(), action.call_id, result.output))
-        self.wake.set()
+        self.kick()
 
     async def _transfer(self, reason: str) -> None:
         assert self.on_transfer is not None  # the core offers a transfer only when there is a way to do it
@@ -221,7 +244,7 @@ class CallBridge:
         actions = self.core.transfer_outcome(self.now(), accepted, detail)
         if self._execute_now(actions):
             self.stop(self.end_reason)  # Leave: the bridge ends, the call stays up
-        self.wake.set()
+        self.kick()
 
     # -- ACS ---------------------------------------------------------------------------------------------------
 
@@ -249,7 +272,7 @@ class CallBridge:
                 raise CallOver("caller_hung_up")
             actions = dispatch(core, self.now(), msg)
             if isinstance(msg, KeyPress):
-                self.wake.set()  # the keypad's pause is a new deadline for the playout's clock
+                self.kick()  # the keypad's pause is a new deadline for the playout's clock
             if actions:
                 await self.execute(actions)
 
@@ -290,23 +313,54 @@ class CallBridge:
 
     # -- playout -----------------------------------------------------------------------------------------------
 
-    async def _playout(self) -> None:
+    def kick(self) -> None:
+        """Something for the caller's side may be due now (audio arrived, a barge-in, a notice, a new deadline): run
+        a send pass at once, or tell the running one to go round again. Never waits."""
+        if not self.running:
+            return
+        if self._passing:
+            self._again = True
+            return
+        self._passing = True
+        task = start_now(self.loop, self._playout_pass(), self._context)
+        if task.done():  # finished without waiting (the usual case): nothing was scheduled
+            self._pass_over(task)
+        else:
+            self._pass = task  # waiting on the caller's socket: only this call waits
+            task.add_done_callback(self._pass_over)
+
+    def due(self) -> None:
+        """The pacer's call: this call's next deadline has come."""
+        self.kick()
+
+    async def _playout_pass(self) -> None:
+        """Send what is due - StopAudio first, notices, the core's released chunks and timed actions - then give the
+        pacer the next deadline. The only writer to the caller's socket: passes never overlap."""
         core = self.core
-        while True:
-            if self.stop_pending and self.ws is not None:
-                await self._send_stop()
-            while self.notices and self.ws is not None:
-                await self._send(self.notices.popleft())
-            actions = core.tick(self.now())
-            if actions:
-                await self._send_frames(actions)
+        try:
+            while True:
+                self._again = False
+                if self.stop_pending and self.ws is not None:
+                    await self._send_stop()
+                while self.notices and self.ws is not None:
+                    await self._send(self.notices.popleft())
+                actions = core.tick(self.now())
+                if actions:
+                    await self._send_frames(actions)
+                if not (self._again or ((self.stop_pending or self.notices) and self.ws is not None)):
+                    break
             deadline = core.next_deadline()
-            if (self.stop_pending or self.notices) and self.ws is not None:
-                continue
-            self.wake.clear()
-            handle = self.loop.call_later(deadline - self.now(), self.wake.set) if deadline is not None else None
-            try:
-                await self.wake.wait()
-            finally:
-                if handle is not None:
-                    handle.cancel()
+            if deadline is not None and not self._loop_clock:
+                deadline += self.loop.time() - self.now()  # an injected clock: its deadline in loop time
+            self.pacer.at(self, deadline)
+        except CallOver as over:
+            self.pacer.at(self, None)
+            self.stop(over.reason)
+        finally:
+            self._passing = False
+
+    def _pass_over(self, task: asyncio.Task[None]) -> None:
+        self._pass = None
+        if not task.cancelled() and task.exception() is not None:
+            self.defect = task.exception()  # a bug, not a call event: the task group ends the call with it
+            self.stopped.set()

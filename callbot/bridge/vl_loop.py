@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from callbot.bridge.pacer import event_moves_playout
 from callbot.voicelive.connection import SendError, VoiceLiveUnavailable, receive_event, send_event
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ async def run_voicelive(bridge: CallBridge) -> None:
             if bridge.tap is not None:
                 bridge.tap.end_call("voicelive_unavailable", bridge.apology)
             await bridge.execute(bridge.core.end_call(now, "voicelive_unavailable", local_audio=bridge.apology))
-            bridge.wake.set()
+            bridge.kick()
             return  # the playout hangs up once the apology has played
         delay = RECONNECT_DELAYS_S[failures - 1]
         log.info("call %s: Voice Live %s; attempt %d in %.2f s", bridge.call_id, reason, failures + 1, delay)
@@ -108,8 +109,8 @@ async def _vl_reader(bridge: CallBridge, conn: Any) -> None:
         actions = core.server_event(bridge.now(), event)
         if actions:
             await bridge.execute(actions)
-        if (core.queue and not had_queue) or core.calls or core.transfer_state:
-            bridge.wake.set()  # new deadlines for the playout's clock: audio to pace, a holding line, a handover
+        if event_moves_playout(core, had_queue):
+            bridge.kick()  # new deadlines for the playout's clock: audio to pace, a holding line, a handover
 
 async def _vl_writer(bridge: CallBridge, conn: Any) -> None:
     while True:
