@@ -20,13 +20,15 @@ from callbot.benchmark.report import build, percentiles
 from callbot.benchmark.versus import render_versus, summarise
 
 
-@pytest.mark.parametrize(("transport", "stop"), [("acs", "StopAudio"), ("twilio", "clear")])
+@pytest.mark.parametrize(("transport", "stop", "append_ms"),
+                         [("acs", "StopAudio", 20), ("twilio", "clear", 20), ("acs", "StopAudio", 40)])
 async def test_bench_three_calls_loses_no_frame_and_reports_every_figure(tmp_path: Path, transport: str,
-                                                                         stop: str) -> None:
+                                                                         stop: str, append_ms: int) -> None:
     out = tmp_path / "bench.json"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "callbot", "bench", "--calls", "3", "--seconds", "3", "--barge-in-every", "1",
-        "--transport", transport, "--json", str(out), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        "--transport", transport, "--append-ms", str(append_ms), "--json", str(out),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, stderr.decode()[-2000:]
     assert f"speech_started -> {stop}" in stdout.decode()
@@ -51,6 +53,10 @@ async def test_bench_three_calls_loses_no_frame_and_reports_every_figure(tmp_pat
     assert set(report["verdict"]) == {"capacity_ok", "barge_in_ok", "rss_ok"}  # CPU: against the floor (--pairs)
     assert report["machine"]["pinning"]  # says where the server and the load ran
     assert report["config"]["transport"] == transport
+    assert report["config"]["append_ms"] == append_ms
+    if append_ms == 40:  # every frame counted, and the first of each pair waited for the second: that is in p99
+        assert "caller audio in 40 ms appends" in stdout.decode()
+        assert report["latency_ms"]["caller_to_model"]["p99"] >= 19
 
 
 async def test_bench_floor_relays_a_calls_messages_on_both_stacks_and_pairs_callbot_with_it(tmp_path: Path) -> None:
@@ -113,6 +119,16 @@ def test_mulaw_frame_tags_survive_whole_frame_encoding() -> None:
     assert len(raw) == 5 * common.MULAW_FRAME_BYTES
     assert common.read_bot_tags(raw, common.MULAW_FRAME_BYTES) == [(3, 2, 10 + i, 42) for i in range(5)]
     assert common.read_bot_tags(raw[:17], common.MULAW_FRAME_BYTES) == []  # not even one whole tag
+
+
+def test_every_frame_of_a_joined_caller_append_is_read() -> None:
+    from callbot.bridge.caller_audio import join_b64
+
+    pcm = join_b64([common.caller_frame_b64(7, 10, 1), common.caller_frame_b64(7, 11, 2)])
+    assert common.read_caller_tags(pcm, common.FRAME_BYTES) == [(7, 10, 1), (7, 11, 2)]
+    mulaw = join_b64([common.caller_frame_mulaw(7, 10, 1), common.caller_frame_mulaw(7, 11, 2)])
+    assert common.read_caller_tags(mulaw, common.MULAW_FRAME_BYTES) == [(7, 10, 1), (7, 11, 2)]
+    assert common.read_caller_tags(common.caller_frame_b64(1, 2, 3), common.FRAME_BYTES) == [(1, 2, 3)]
 
 
 def _run(phone_call: dict[str, object], model_call: dict[str, object]) -> dict[str, object]:

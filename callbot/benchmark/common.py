@@ -91,6 +91,15 @@ def read_caller_tag(b64: str) -> tuple[int, int, int]:
     return call, seq, sent_us
 
 
+def read_caller_tags(b64: str, frame_bytes: int) -> list[tuple[int, int, int]]:
+    """Every caller frame's (call, seq, sent_us) in an append of one or more `frame_bytes` frames
+    (CALLBOT_MODEL_APPEND_MS 40 joins two); raises binascii.Error / struct.error if not tagged."""
+    if len(b64) * 3 // 4 <= frame_bytes:
+        return [read_caller_tag(b64)]
+    raw = binascii.a2b_base64(b64)
+    return [_CALLER_TAG.unpack_from(raw, at) for at in range(0, len(raw), frame_bytes)]
+
+
 def bot_frames_b64(call: int, response: int, first_frame: int, count: int, sent_us: int) -> str:
     """`count` tagged bot frames as one base64 string (a response.audio.delta payload)."""
     pack = _BOT_TAG.pack
