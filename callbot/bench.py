@@ -52,7 +52,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         answer_s=answer if args.answer_seconds is None else args.answer_seconds,
                         pause_s=pause if args.pause_seconds is None else args.pause_seconds,
                         keep_logs=args.keep_logs, transport=args.transport, telemetry=args.telemetry,
-                        append_ms=args.append_ms)
+                        append_ms=args.append_ms, chunk_ms=args.chunk_ms)
     if args.pairs and not args.floor:
         sys.stderr.write("callbot bench: --pairs needs --floor (it pairs callbot runs with floor runs)\n")
         return 2
@@ -104,6 +104,8 @@ def register_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     bench.add_argument("--append-ms", type=int, choices=[20, 40], default=20,
                        help="the server's CALLBOT_MODEL_APPEND_MS: caller audio to the model in 20 ms appends (the "
                             "default) or 40 ms ones (half the messages; the first frame of each waits 20 ms)")
+    bench.add_argument("--chunk-ms", type=int, choices=[20, 40, 60, 80, 100], default=20,
+                       help="the server's CALLBOT_PLAYBACK_CHUNK_MS: bot audio in AudioData messages of this many ms")
     bench.add_argument("--sweep", action="store_true",
                        help="find the largest N with p99 forwarding < 20 ms and 0 lost frames (doubling, then bisect)")
     bench.add_argument("--floor", nargs="?", const="uvicorn", choices=["uvicorn", "aiohttp"],

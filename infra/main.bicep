@@ -85,7 +85,7 @@ param maxCallSeconds int = 3600
 
 @description('[CALLBOT_MAX_CONCURRENT_CALLS] Calls one replica accepts before it rejects new ones. Keep it above callsPerReplica so scale-out starts before calls are turned away.')
 @minValue(1)
-param maxConcurrentCalls int = 140
+param maxConcurrentCalls int = 220
 
 @description('[LOG_LEVEL] Logging level.')
 @allowed([
@@ -137,13 +137,14 @@ param extraEnv array = []
 
 // ---- capacity ---------------------------------------------------------------------------------------------
 
-// Sized from `callbot bench` (--sweep): on one core of a 2-vCPU box one process carried 140 concurrent calls with p99
-// forwarding under 20 ms and no lost frame (README, Performance); 110 leaves headroom for noisy neighbours and bursts. Each call
+// Sized from `callbot bench` (--sweep): on one core of a 2-vCPU box one process carried 227 concurrent calls on the
+// default talk profile and 275 on the heavy one with p99 forwarding under 20 ms and no lost frame (README, Performance,
+// issue 18); 170 leaves headroom for noisy neighbours, bursts and heavier talk than the bench's. Each call
 // holds one media WebSocket, which the HTTP scaler counts as one concurrent request for the whole call, so this is
 // the per-replica call target of the scale rule. Re-run the sweep on your replica size (CALLBOT_CPU) and adjust.
 @description('Concurrent calls per replica before Container Apps adds a replica (from `callbot bench`).')
 @minValue(1)
-param callsPerReplica int = 110
+param callsPerReplica int = 170
 
 @description('Replicas kept running: at least 1, so an incoming call never waits for a cold start.')
 @minValue(1)

@@ -172,6 +172,7 @@ def render(report: dict[str, Any]) -> str:
     over = " over Twilio Media Streams (mu-law 8 kHz)" if cfg.get("transport") == "twilio" else ""
     otel = ", OpenTelemetry exporting (OTLP)" if cfg.get("telemetry") else ""
     otel += f", caller audio in {cfg['append_ms']} ms appends" if cfg.get("append_ms", 20) != 20 else ""
+    otel += f", bot audio in {cfg['chunk_ms']} ms messages" if cfg.get("chunk_ms", 20) != 20 else ""
     lines = [f"callbot bench: {report['calls']['connected']}/{cfg['calls']} calls{over} for {cfg['seconds']:g} s, "
              f"{barge}{otel}",
              "", f"{'latency (ms)':34}{'p50':>9}{'p99':>9}{'max':>9}{'n':>9}"]

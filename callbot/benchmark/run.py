@@ -44,6 +44,7 @@ class BenchOptions:
     transport: str = "acs"  # or "twilio" (Media Streams, mu-law 8 kHz, CALLBOT_TWILIO_MODEL_AUDIO=g711_ulaw)
     telemetry: bool = False  # the server exports traces and metrics over OTLP/HTTP (to a collector that drops them)
     append_ms: int = 20  # CALLBOT_MODEL_APPEND_MS: caller audio to the model in 20 or 40 ms appends
+    chunk_ms: int = 20  # CALLBOT_PLAYBACK_CHUNK_MS: bot audio in AudioData messages of this many ms
     server_command: tuple[str, ...] = field(default=(sys.executable, "-m", "callbot", "serve"))
     keep_logs: bool = False
 
@@ -148,7 +149,7 @@ async def _wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
 
 
 def _server_env(port: int, phone_env: dict[str, str], model_url: str, secrets_: dict[str, str],
-                calls: int, collector: str | None = None, append_ms: int = 20) -> dict[str, str]:
+                calls: int, collector: str | None = None, append_ms: int = 20, chunk_ms: int = 20) -> dict[str, str]:
     """`collector`: an OTLP/HTTP endpoint: telemetry on (else off whatever this environment says)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AZURE_", "ACS_", "CALLBOT_", "OTEL_", "APPLICATIONINSIGHTS_")) and k != "LOG_LEVEL"}
@@ -162,7 +163,7 @@ def _server_env(port: int, phone_env: dict[str, str], model_url: str, secrets_: 
         "CALLBOT_PUBLIC_URL": f"http://127.0.0.1:{port}", "CALLBOT_GREETING": "",
         "CALLBOT_MAX_CONCURRENT_CALLS": str(calls + 10), "CALLBOT_DRAIN_SECONDS": "0", "LOG_LEVEL": "INFO",
         "CALLBOT_TWILIO_MODEL_AUDIO": "g711_ulaw",  # the tags survive only untranscoded audio
-        "CALLBOT_MODEL_APPEND_MS": str(append_ms),
+        "CALLBOT_MODEL_APPEND_MS": str(append_ms), "CALLBOT_PLAYBACK_CHUNK_MS": str(chunk_ms),
     })
     return env
 
@@ -238,7 +239,8 @@ async def run_once(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
         server_log = await asyncio.to_thread(_open_log, tmp / "server.log")
         server = await asyncio.create_subprocess_exec(
             *opts.server_command, "--port", str(port), cwd=tmp, stdout=asyncio.subprocess.DEVNULL, stderr=server_log,
-            env=_server_env(port, phone_env, model_url, keys, opts.calls, collector, opts.append_ms))
+            env=_server_env(port, phone_env, model_url, keys, opts.calls, collector, opts.append_ms,
+                            opts.chunk_ms))
         await _wait_ready(url, server)
         srv = psutil.Process(server.pid)
         await asyncio.sleep(0.5)

@@ -303,7 +303,7 @@ def test_scale_rule_counts_concurrent_calls_from_the_bench_figure() -> None:
     [rule] = scale["rules"]
     assert identifiers(rule["http"]["metadata"]["concurrentRequests"]) == {"callsPerReplica"}
     main = bicep(INFRA / "main.bicep")["parameters"]
-    assert main["callsPerReplica"]["default"] == 110
+    assert main["callsPerReplica"]["default"] == 170
     assert main["minReplicas"]["default"] >= 1 and decorators(main["minReplicas"])["min_value"] >= 1
     text = (INFRA / "main.bicep").read_text(encoding="utf-8")
     before = text[: text.index("param callsPerReplica")].splitlines()[-8:]
