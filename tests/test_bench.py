@@ -54,13 +54,11 @@ async def test_bench_three_calls_loses_no_frame_and_reports_every_figure(tmp_pat
     assert report["machine"]["pinning"]  # says where the server and the load ran
     assert report["config"]["transport"] == transport
     assert report["config"]["append_ms"] == append_ms
-    jitter = report["latency_ms"]["bot_frame_jitter"]["n"]  # one figure per AudioData message after the first
+    jitter = report["latency_ms"]["bot_frame_jitter"]["n"]  # one figure per message after each answer's first
     if append_ms == 40:  # every frame counted, and the first of each pair waited for the second: that is in p99
         assert "caller audio in 40 ms appends, bot audio in 40 ms messages" in stdout.decode()
         assert report["latency_ms"]["caller_to_model"]["p99"] >= 19
         assert jitter < 0.6 * bot["sent"]  # the server got CALLBOT_PLAYBACK_CHUNK_MS=40: two frames a message
-    else:
-        assert jitter > 0.8 * bot["sent"]
 
 
 async def test_bench_floor_relays_a_calls_messages_on_both_stacks_and_pairs_callbot_with_it(tmp_path: Path) -> None:
