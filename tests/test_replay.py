@@ -202,6 +202,17 @@ async def test_a_call_recorded_through_the_bridge_runner_replays_without_differe
     assert "StopAudio" in [m.kind for m in report.recorded]
 
 
+async def hang_up_and_find_the_recording(call: Any, cb: Any, directory: Path) -> Path:
+    """The caller hangs up; once the service has ended the call, its one recording in `directory`."""
+    await call.hang_up()
+    for _ in range(200):
+        if not cb.services.registry.calls:
+            break
+        await asyncio.sleep(0.02)
+    (path,) = await asyncio.to_thread(lambda: list(directory.glob("*.jsonl")))
+    return path
+
+
 async def test_a_live_call_recorded_by_the_service_replays_without_differences(
         tmp_path: Path, phone: PhoneNetwork, voicelive: VoiceLiveServer) -> None:
     env = {k.lower(): v for k, v in phone.env().items()}
@@ -218,12 +229,7 @@ async def test_a_live_call_recorded_by_the_service_replays_without_differences(
         await call.wait_for_stop()
         await session.wait_for("conversation.item.truncate")
         await call.stream(tone(200, "pcm16_16000hz", frequency=220.0))
-        await call.hang_up()
-        for _ in range(200):
-            if not cb.services.registry.calls:
-                break
-            await asyncio.sleep(0.02)
-    (path,) = await asyncio.to_thread(lambda: list(tmp_path.glob("*.jsonl")))
+        path = await hang_up_and_find_the_recording(call, cb, tmp_path)
     text = await asyncio.to_thread(path.read_text)
     assert VOICELIVE_KEY not in text and SIGNING_KEY not in text and WEBHOOK_SECRET not in text
     recording = await asyncio.to_thread(load_recording, path)
@@ -261,12 +267,7 @@ async def test_a_live_call_on_a_coarse_playout_grid_replays_with_its_chunks_rele
             await call.wait_for_stop(after=asked)
             await session.wait_for("conversation.item.truncate", count=n + 1)
             await session.speech_stopped()
-        await call.hang_up()
-        for _ in range(200):
-            if not cb.services.registry.calls:
-                break
-            await asyncio.sleep(0.02)
-    (path,) = await asyncio.to_thread(lambda: list(tmp_path.glob("*.jsonl")))
+        path = await hang_up_and_find_the_recording(call, cb, tmp_path)
     recording = await asyncio.to_thread(load_recording, path)
     assert recording.playout_grid is not None
     grid, phase = recording.playout_grid
