@@ -14,13 +14,14 @@ import pytest
 
 from callbot.bridge.core import Action, BridgeCore, VlSend
 from callbot.cli import main
-from callbot.local.phone import PhoneNetwork
+from callbot.local.phone import PhoneCall, PhoneNetwork
 from callbot.local.voicelive_protocol import tone
 from callbot.local.voicelive_server import VoiceLiveServer
 from callbot.recording import load_recording
 from callbot.replay import check_recording, recorded_messages, replay
-from tests.harness import SIGNING_KEY, VOICELIVE_KEY, WEBHOOK_SECRET, run_callbot
+from tests.harness import SIGNING_KEY, VOICELIVE_KEY, WEBHOOK_SECRET, Running, run_callbot
 from tests.recordings import make_recordings
+from tests.test_app_calls import eventually
 
 RECORDINGS = Path(__file__).parent / "recordings"
 NAMES = ["qa", "barge_in", "hangup_mid_answer", "voicelive_error", "tool_call", "transfer"]
@@ -202,13 +203,10 @@ async def test_a_call_recorded_through_the_bridge_runner_replays_without_differe
     assert "StopAudio" in [m.kind for m in report.recorded]
 
 
-async def hang_up_and_find_the_recording(call: Any, cb: Any, directory: Path) -> Path:
+async def hang_up_and_find_the_recording(call: PhoneCall, cb: Running, directory: Path) -> Path:
     """The caller hangs up; once the service has ended the call, its one recording in `directory`."""
     await call.hang_up()
-    for _ in range(200):
-        if not cb.services.registry.calls:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: not cb.services.registry.calls, what="the call ended")
     (path,) = await asyncio.to_thread(lambda: list(directory.glob("*.jsonl")))
     return path
 
