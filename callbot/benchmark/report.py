@@ -170,11 +170,11 @@ def render(report: dict[str, Any]) -> str:
     barge = (f"barge-in every {cfg['barge_in_every']:g} s" if cfg["barge_in_every"] else
              f"no barge-in, answers of {cfg.get('answer_s', 3.0):g} s then {cfg.get('pause_s', 1.0):g} s silence")
     over = " over Twilio Media Streams (mu-law 8 kHz)" if cfg.get("transport") == "twilio" else ""
-    otel = ", OpenTelemetry exporting (OTLP)" if cfg.get("telemetry") else ""
-    otel += f", caller audio in {cfg['append_ms']} ms appends" if cfg.get("append_ms", 20) != 20 else ""
-    otel += f", bot audio in {cfg['chunk_ms']} ms messages" if cfg.get("chunk_ms", 20) != 20 else ""
+    extras = ", OpenTelemetry exporting (OTLP)" if cfg.get("telemetry") else ""
+    extras += f", caller audio in {cfg['append_ms']} ms appends" if cfg.get("append_ms", 20) != 20 else ""
+    extras += f", bot audio in {cfg['chunk_ms']} ms messages" if cfg.get("chunk_ms", 20) != 20 else ""
     lines = [f"callbot bench: {report['calls']['connected']}/{cfg['calls']} calls{over} for {cfg['seconds']:g} s, "
-             f"{barge}{otel}",
+             f"{barge}{extras}",
              "", f"{'latency (ms)':34}{'p50':>9}{'p99':>9}{'max':>9}{'n':>9}"]
     phone, stop = ("Twilio", "clear") if over else ("ACS", "StopAudio")
     names = {"caller_to_model": "caller frame -> model append", "model_to_acs": f"model delta -> first {phone} frame",

@@ -108,7 +108,7 @@ def join_b64(parts: list[str]) -> str:
     frame of 24 kHz PCM is 960 bytes, a multiple of 3), else decoded and encoded again."""
     if not any(part.endswith("=") for part in parts):
         return "".join(parts)
-    return pybase64.b64encode(b"".join(decode_b64(part) for part in parts)).decode("ascii")
+    return pybase64.b64encode_as_string(b"".join(decode_b64(part) for part in parts))
 
 
 def _size(b64: str) -> int:
