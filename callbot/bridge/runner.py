@@ -91,7 +91,7 @@ class CallBridge:
         self._passing = False  # a playout pass is under way (`kick`)
         self._again = False  # ... and something new arrived during it
         self._pass: asyncio.Task[None] | None = None  # that pass, while it waits on the caller's socket
-        self._context = contextvars.copy_context()
+        self._context = contextvars.Context()  # the call's own, taken when it runs (`run`): playout passes use it
         self.defect: BaseException | None = None  # an unexpected error in a playout pass
         self.ws: WebSocket | None = None
         self.media_attached = asyncio.Event()
