@@ -223,3 +223,19 @@ async def test_mcp_server_headers_never_reach_a_recording_under_any_name(tmp_pat
     text = recorder.path.read_text()
     assert "kb-secret-value" not in text
     assert '"X-Api-Key":"<redacted>"' in text.replace(" ", "")
+
+
+@pytest.mark.parametrize(("grid", "expected"), [
+    ({"ms": 5.0, "phase_ms": 2.5}, (0.005, 0.0025)),
+    ({"ms": 5.0, "phase_ms": 7.5}, (0.005, 0.0025)),  # a phase beyond the grid is taken modulo it
+    (None, None),  # older recordings: no grid, chunks replay at their deadlines
+    ("5", None), ({"ms": 0, "phase_ms": 0}, None), ({"ms": 5.0}, None), ({"ms": 5.0, "phase_ms": "1"}, None),
+])
+def test_a_recordings_playout_grid_is_read_and_a_malformed_one_is_ignored(grid: Any, expected: Any) -> None:
+    from callbot.recording import parse_recording
+
+    header: dict[str, Any] = {"format": "callbot-recording", "version": 1, "call_id": "c1"}
+    if grid is not None:
+        header["playout_grid"] = grid
+    recording = parse_recording([orjson.dumps(header)])
+    assert recording.playout_grid == (pytest.approx(expected) if expected else None)
