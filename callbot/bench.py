@@ -88,7 +88,7 @@ def register_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     bench.add_argument("--seconds", type=_positive(float), default=10.0, help="measurement window per run")
     bench.add_argument("--talk", choices=sorted(TALK_PROFILES), default="default",
                        help="talk profile: default (each answer cut by a barge-in 3 s after its first audio, the "
-                            "next one 0.4 s later: the bot speaks ~80%% of the time, measured) or heavy (no barge-in, "
+                            "next one 0.4 s later: the bot speaks ~88%% of the time, measured) or heavy (no barge-in, "
                             "the bot speaks 2 s of every 3 s)")
     bench.add_argument("--barge-in-every", type=_positive(float, zero=True), default=None, metavar="T",
                        help="interrupt every bot answer T s after its first audio (0: never); default: the profile's")

@@ -134,9 +134,10 @@ def test_every_frame_of_a_joined_caller_append_is_read() -> None:
 
 
 def _run(phone_call: dict[str, object], model_call: dict[str, object]) -> dict[str, object]:
-    acs = {"stop": 10_000_000, "placed": 1, "errors": [], "sender_lag_us": [100], "calls": {"0": phone_call}}
-    model = {"calls": {"0": model_call}, "sessions": 1, "orphan_sessions": 0, "untagged_frames": 0,
-             "unexpected_events": {}}
+    acs = {"t0": 0, "t1": 5_000_000, "stop": 10_000_000, "placed": 1, "errors": [], "sender_lag_us": [100],
+           "calls": {"0": phone_call}}
+    model = {"calls": {"0": {"speaking_us": 0, **model_call}}, "sessions": 1, "orphan_sessions": 0,
+             "untagged_frames": 0, "unexpected_events": {}}
     proc = {"wall_s": 1.0, "server_cpu_s": 0.01, "server_sys_s": 0.004, "acs_cpu_s": 0.1, "model_cpu_s": 0.1,
             "other_cpu_s": 0.0, "rss_idle": 100, "rss_calls": 200, "server_log_errors": 0, "server_log_warnings": 0}
     return build({"calls": 1, "seconds": 1.0, "barge_in_every": 1.0}, acs, model, proc)
@@ -158,6 +159,24 @@ def test_report_counts_gaps_in_interrupted_answers_as_lost_and_the_cut_tail_as_c
     assert report["frames"]["bot"] == {"sent": 60, "received": 55, "lost": 5, "late": 0,  # type: ignore[index]
                                        "cut_by_barge_in": 90, "after_stop_audio": 0}
     assert report["latency_ms"]["barge_in_to_stop_audio"]["p50"] == 1.5  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("first_us", "frames", "barged_us", "expected_us"), [
+    (1_000_000, 100, None, 2_000_000),  # inside the window: its frames at the real-time pace
+    (-1_000_000, 100, None, 1_000_000),  # begun before the window: only the part inside it
+    (4_000_000, 100, None, 1_000_000),  # running past the window's end
+    (1_000_000, 150, 2_000_000, 1_000_000),  # cut by a barge-in after 1 s
+    (6_000_000, 100, None, 0),  # after the window
+])
+def test_an_answer_counts_as_speaking_only_while_it_played_inside_the_window(
+        first_us: int, frames: int, barged_us: int | None, expected_us: int) -> None:
+    assert common.speaking_us(first_us, frames, barged_us, 0, 5_000_000) == expected_us
+
+
+def test_report_gives_the_bot_speaking_share_of_the_window_call_time() -> None:
+    report = _run(_phone(), {"sessions": 1, "received": 50, "latency_us": [500] * 50, "responses": [],
+                             "speaking_us": 3_000_000})
+    assert report["talk"] == {"bot_speaking_share": 0.6}
 
 
 def test_report_flags_a_barge_in_that_never_stopped_the_audio() -> None:
@@ -242,8 +261,9 @@ async def test_bench_heavy_talk_profile_has_the_bot_speaking_two_seconds_of_ever
     report = json.loads(out.read_text())
     bot = report["frames"]["bot"]
     assert bot["cut_by_barge_in"] == 0 and bot["lost"] == 0
-    share = bot["sent"] / (3 * 6 * 50)  # of the window's 20 ms slots, per call
-    assert 0.5 < share < 0.8, share
+    # 2 s of every 2.75-3.25 s, timed inside the window (whole answers begun in a 6 s window vary from 1 to 3 a call)
+    assert 0.55 < report["talk"]["bot_speaking_share"] < 0.75, report["talk"]
+    assert "bot speaking    " in stdout.decode()
 
 
 def test_pairs_without_floor_is_refused_with_the_reason() -> None:

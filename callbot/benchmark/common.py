@@ -48,6 +48,15 @@ FRAME_B64_CHARS = FRAME_BYTES * 4 // 3  # a frame's base64 (960 bytes, a multipl
 assert _CALLER_TAG.size == 15 and _BOT_TAG.size == 18 and FRAME_BYTES % 3 == 0
 
 
+def speaking_us(first_us: int, frames: int, barged_us: int | None, t0: int, t1: int) -> int:
+    """How long one answer played inside the window [t0, t1): its frames at the real-time pace from its first delta,
+    cut where a barge-in stopped it (microseconds)."""
+    end = first_us + round(frames * FRAME_S * 1e6)
+    if barged_us is not None:
+        end = min(end, barged_us)
+    return max(0, min(end, t1) - max(first_us, t0))
+
+
 class BenchError(RuntimeError):
     """The benchmark could not run (a process did not start, a call could not be placed, ...)."""
 

@@ -218,19 +218,23 @@ class ModelServer:
         return ws
 
     def report(self, t0: int, t1: int) -> dict[str, Any]:
-        """Per call: caller frames received (distinct, sent in [t0, t1)), their latencies, responses, barge-ins."""
+        """Per call: caller frames received (distinct, sent in [t0, t1)), their latencies, responses, barge-ins, and how
+        long the bot spoke inside the window."""
         calls: dict[int, dict[str, Any]] = {}
         orphan_sessions = 0
         for s in self.sessions:
             if s.call < 0:
                 orphan_sessions += 1
                 continue
-            entry = calls.setdefault(s.call, {"sessions": 0, "seqs": set(), "latency_us": [], "responses": []})
+            entry = calls.setdefault(s.call, {"sessions": 0, "seqs": set(), "latency_us": [], "responses": [],
+                                              "speaking_us": 0})
             entry["sessions"] += 1
             for seq, sent, latency in zip(s.seqs, s.sent_us, s.latency_us, strict=True):
                 if t0 <= sent < t1 and seq not in entry["seqs"]:
                     entry["seqs"].add(seq)
                     entry["latency_us"].append(latency)
+            entry["speaking_us"] += sum(c.speaking_us(r.first_us, r.frames, r.barged_us, t0, t1)
+                                        for r in s.responses if r.first_us)  # also answers begun before t0
             entry["responses"].extend(
                 {"number": r.number, "first_us": r.first_us, "frames": r.frames, "barged_us": r.barged_us,
                  "cancelled": r.cancelled}

@@ -5,6 +5,7 @@ Frame accounting:
 - caller frames: sent by the phone with a send time in the window, minus the distinct ones the model received;
 - bot frames: per response that started in the window and had time to finish before the calls were hung up,
   a completed response must arrive whole; an interrupted one as a gap-free prefix (the rest was cut on purpose);
+- talk profile: how long each call's bot audio played inside the window (answers begun before it included);
 - barge-in: each scripted `speech_started` is matched with the first StopAudio at the phone before the next one.
 """
 
@@ -59,13 +60,16 @@ def build(opts: dict[str, Any], acs: dict[str, Any], model: dict[str, Any], proc
     reactions: list[int] = []
     bot = {"sent": 0, "received": 0, "lost": 0, "late": 0, "cut_by_barge_in": 0, "after_stop_audio": 0}
     errors: dict[str, int] = {}
+    speaking_us = 0
 
     def error(kind: str, count: int = 1) -> None:
         if count:
             errors[kind] = errors.get(kind, 0) + count
 
     for key, phone in acs["calls"].items():
-        seen = model["calls"].get(key, {"sessions": 0, "received": 0, "latency_us": [], "responses": []})
+        seen = model["calls"].get(key, {"sessions": 0, "received": 0, "latency_us": [], "responses": [],
+                                        "speaking_us": 0})
+        speaking_us += seen["speaking_us"]
         caller_sent += phone["sent"]
         caller_received += seen["received"]
         caller_lost += max(0, phone["sent"] - seen["received"])
@@ -115,6 +119,7 @@ def build(opts: dict[str, Any], acs: dict[str, Any], model: dict[str, Any], proc
     to_acs = percentiles(forward)
     barge = percentiles(reactions)
     lag = percentiles(acs["sender_lag_us"])
+    window_us = placed * (acs["t1"] - acs["t0"])
     report: dict[str, Any] = {
         "config": opts,
         "calls": {"requested": opts["calls"], "connected": placed},
@@ -134,6 +139,8 @@ def build(opts: dict[str, Any], acs: dict[str, Any], model: dict[str, Any], proc
                        "late": sum(1 for v in latencies if v > c.LATE_S * 1e6)},
             "bot": bot,
         },
+        # the talk profile as it ran: the share of the window's call time with the bot's audio playing
+        "talk": {"bot_speaking_share": round(speaking_us / window_us, 3) if window_us > 0 else None},
         "errors": {"count": sum(errors.values()), "by_kind": errors, "details": acs["errors"][:10]},
         "load_generator": {
             "acs_cpu_percent_of_core": round(100 * proc["acs_cpu_s"] / proc["wall_s"], 1),
@@ -165,6 +172,10 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
 def render(report: dict[str, Any]) -> str:
     cfg, srv, lat, frames = report["config"], report["server"], report["latency_ms"], report["frames"]
     barge = (f"barge-in every {cfg['barge_in_every']:g} s" if cfg["barge_in_every"] else
@@ -193,6 +204,7 @@ def render(report: dict[str, Any]) -> str:
         f"caller frames   {caller['sent']} sent, {caller['lost']} lost, {caller['late']} late (> 40 ms)",
         f"bot frames      {bot['sent']} sent, {bot['lost']} lost, {bot['late']} late (> 40 ms behind pace), "
         f"{bot['cut_by_barge_in']} cut by barge-in, {bot['after_stop_audio']} after {stop}",
+        f"bot speaking    {_share(report['talk']['bot_speaking_share'])} of the window's call time",
         f"errors          {report['errors']['count']}"
         + "".join(f"\n  {kind}: {n}" for kind, n in report["errors"]["by_kind"].items()),
         f"load generator  {phone} side {lg['acs_cpu_percent_of_core']}% of a core, model "
