@@ -264,7 +264,7 @@ def create_app(settings: Settings) -> FastAPI:
 
         app.router.routes.extend(web_routes.routes())
     if settings.offline:  # the built-in stand-in plays Voice Live: what it heard, for `callbot dial` (never else)
-        from callbot.local import heard
+        from callbot.local.caller import heard
 
         app.router.routes.extend(heard.routes())
     return app

@@ -72,7 +72,7 @@ class Services:
         self.tools = await read_tools_file(s.callbot_tools_file) if s.callbot_tools_file is not None else None
         if s.offline:
             try:
-                from callbot.local.standin import start_standin
+                from callbot.local.voicelive.standin import start_standin
             except ImportError as exc:
                 raise RuntimeError(
                     f"AZURE_VOICELIVE_ENDPOINT is not set and the offline Voice Live stand-in cannot load ({exc}): "

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 from aiohttp import web
 
-from callbot.local.phone import PhoneNetwork
-from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.local.acs.network import PhoneNetwork
+from callbot.local.voicelive.server import VoiceLiveServer
 from tests.harness import VOICELIVE_KEY
 
 if TYPE_CHECKING:

@@ -20,10 +20,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from callbot.local.acs_server import AnsweredCall, subscription_validation_event
-from callbot.local.phone import SAMPLE_RATES, PhoneCall, PhoneNetwork
-from callbot.local.voicelive_server import VoiceLiveServer
-from callbot.local.voicelive_session import ServerSession
+from callbot.local.acs.network import SAMPLE_RATES, PhoneCall, PhoneNetwork
+from callbot.local.acs.server import AnsweredCall, subscription_validation_event
+from callbot.local.voicelive.server import VoiceLiveServer
+from callbot.local.voicelive.session import ServerSession
 from callbot.urls import public_urls
 from tests.harness import VOICELIVE_KEY, WEBHOOK_SECRET, Running, run_callbot
 

@@ -15,9 +15,9 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from callbot.config import Settings
-from callbot.local.phone import PhoneNetwork
+from callbot.local.acs.network import PhoneNetwork
 from callbot.local.profile import load_profile, serve_overrides
-from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.local.voicelive.server import VoiceLiveServer
 from tests.harness import WEBHOOK_SECRET, run_callbot
 from tests.test_app_calls import phone_env, post, post_webhook
 

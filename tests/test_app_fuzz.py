@@ -25,9 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from callbot.local.acs_identity import LocalAcsIdentity
-from callbot.local.phone import PhoneCall, PhoneNetwork
-from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.local.acs.identity import LocalAcsIdentity
+from callbot.local.acs.network import PhoneCall, PhoneNetwork
+from callbot.local.voicelive.server import VoiceLiveServer
 from callbot.security import CallTokenSigner
 from tests.harness import SIGNING_KEY, VOICELIVE_KEY, WEBHOOK_SECRET, Running, run_callbot
 from tests.test_app_calls import (

@@ -19,10 +19,10 @@ import aiohttp
 import orjson
 import pytest
 
-from callbot.local.acs_identity import LocalAcsIdentity
-from callbot.local.acs_server import subscription_validation_event
-from callbot.local.phone import PhoneNetwork, audio_message
-from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.local.acs.identity import LocalAcsIdentity
+from callbot.local.acs.network import PhoneNetwork, audio_message
+from callbot.local.acs.server import subscription_validation_event
+from callbot.local.voicelive.server import VoiceLiveServer
 from callbot.security import CallTokenSigner
 from tests.harness import WEBHOOK_SECRET, run_callbot
 from tests.test_app_calls import (

@@ -11,8 +11,8 @@ import orjson
 
 from callbot.acs import media
 from callbot.cli import main
-from callbot.local.phone import audio_message
-from callbot.local.voicelive_protocol import tone
+from callbot.local.acs.network import audio_message
+from callbot.local.voicelive.protocol import tone
 from callbot.recording import FORMAT, VERSION
 from callbot.wav_timeline import place_caller
 

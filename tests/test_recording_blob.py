@@ -16,9 +16,9 @@ from pydantic import ValidationError
 
 from callbot.cli import main
 from callbot.config import Settings
-from callbot.local.phone import PhoneNetwork
-from callbot.local.voicelive_protocol import tone
-from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.local.acs.network import PhoneNetwork
+from callbot.local.voicelive.protocol import tone
+from callbot.local.voicelive.server import VoiceLiveServer
 from callbot.recording import CallRecorder, parse_recording
 from callbot.recording_store import BlobStore, SinkError, download
 from callbot.replay import check_recording

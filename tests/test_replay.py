@@ -14,9 +14,9 @@ import pytest
 
 from callbot.bridge.core import Action, BridgeCore, VlSend
 from callbot.cli import main
-from callbot.local.phone import PhoneCall, PhoneNetwork
-from callbot.local.voicelive_protocol import tone
-from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.local.acs.network import PhoneCall, PhoneNetwork
+from callbot.local.voicelive.protocol import tone
+from callbot.local.voicelive.server import VoiceLiveServer
 from callbot.recording import load_recording
 from callbot.replay import check_recording, recorded_messages, replay
 from tests.harness import SIGNING_KEY, VOICELIVE_KEY, WEBHOOK_SECRET, Running, run_callbot

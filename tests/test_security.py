@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from callbot.config import load_settings
-from callbot.local.acs_identity import JwksServer, LocalAcsIdentity
+from callbot.local.acs.identity import JwksServer, LocalAcsIdentity
 from callbot.security import (
     EVENTGRID_APP_ID,
     CallTokenSigner,

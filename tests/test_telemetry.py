@@ -23,17 +23,17 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from callbot.local.phone import PhoneNetwork
+from callbot.local.acs.network import PhoneNetwork
 from callbot.local.profile import LocalProfile
-from callbot.local.voicelive_server import VoiceLiveServer
-from callbot.local.voicelive_tools import FunctionCall
+from callbot.local.voicelive.server import VoiceLiveServer
+from callbot.local.voicelive.tools import FunctionCall
 from callbot.server import wait_until_ready
 from callbot.telemetry import Telemetry, correlate_logs
 from tests.bridge.test_agent_e2e import ready_session
 from tests.bridge.test_bridge_e2e import phone_env, place, speechlike
 from tests.bridge.test_resilience import barge_in_then_reconnect
 from tests.harness import WEBHOOK_SECRET, run_callbot
-from tests.local.test_simulator import free_port, subprocess_env
+from tests.local.caller.test_simulator import free_port, subprocess_env
 from tests.test_app_calls import eventually
 
 

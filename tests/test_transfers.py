@@ -12,8 +12,8 @@ import pytest
 
 from callbot.bridge.actions import TransferError
 from callbot.calls import Call
-from callbot.local.phone import PhoneCall, PhoneNetwork
-from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.local.acs.network import PhoneCall, PhoneNetwork
+from callbot.local.voicelive.server import VoiceLiveServer
 from callbot.transfers import hang_up_scope
 from tests.harness import WEBHOOK_SECRET, Running, run_callbot
 from tests.test_app_calls import call_id_of, eventually, metrics, phone_env

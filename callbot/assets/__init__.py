@@ -36,7 +36,7 @@ def apology_for(audio: Audio) -> bytes:
 def _regenerate() -> None:
     from pathlib import Path
 
-    from callbot.local.tts import Speaker
+    from callbot.local.speech.tts import Speaker
 
     pcm = Speaker(rate_wpm=165).synthesize(APOLOGY_TEXT, sample_rate=8000)
     Path(__file__).with_name("apology-8k.ulaw").write_bytes(pcm16_to_ulaw(pcm))

@@ -1,6 +1,6 @@
 """The ACS side of `callbot bench` (its own process: `python -m callbot.benchmark.acs CONFIG`).
 
-Composes `callbot.local.phone.PhoneNetwork` (Call Automation REST stand-in with its HMAC check, ACS-signed RS256
+Composes `callbot.local.acs.network.PhoneNetwork` (Call Automation REST stand-in with its HMAC check, ACS-signed RS256
 tokens, JWKS) with a lean media client per call: tagged 20 ms caller frames paced in real time, and a reader that
 measures, frame by frame, what callbot plays back. Calls are spread over 20 phase slots of the 20 ms frame period,
 one timer per slot, so N calls cost 1000 timer wake-ups a second rather than 50 N, and arrive unsynchronised as
@@ -22,7 +22,7 @@ import aiohttp
 
 from callbot.benchmark import common as c
 from callbot.benchmark.acs_calls import AnswerWaiter, MediaCall, Window, place_call
-from callbot.local.phone import PhoneNetwork
+from callbot.local.acs.network import PhoneNetwork
 
 log = logging.getLogger(__name__)
 

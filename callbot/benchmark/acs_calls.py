@@ -21,8 +21,8 @@ import aiohttp
 import orjson
 
 from callbot.benchmark import common as c
-from callbot.local.acs_server import AnsweredCall
-from callbot.local.phone import SAMPLE_RATES, PhoneNetwork
+from callbot.local.acs.network import SAMPLE_RATES, PhoneNetwork
+from callbot.local.acs.server import AnsweredCall
 
 OUT_AUDIO_PREFIX = '{"kind":"AudioData","audioData":{"data":"'  # callbot's outbound AudioData, up to the payload
 _HEAD = '{"kind":"AudioData","audioData":{"timestamp":"'

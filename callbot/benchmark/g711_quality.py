@@ -1,7 +1,7 @@
 """What `CALLBOT_TWILIO_MODEL_AUDIO` costs: the round-trip quality of the `pcm16` mode's conversion, and the adapter's
 CPU per call-second in each mode. `python -m callbot.benchmark.g711_quality [--seconds 60]`.
 
-Quality: a chirp (100 Hz to 3.6 kHz, -6 dBFS) and offline-TTS speech (`callbot.local.tts`, espeak-ng at 8 kHz) as
+Quality: a chirp (100 Hz to 3.6 kHz, -6 dBFS) and offline-TTS speech (`callbot.local.speech.tts`, espeak-ng at 8 kHz) as
 mu-law go through decode -> resample 8k->24k -> resample 24k->8k -> encode (the path a caller's audio would take if
 the model echoed it back in `pcm16` mode), and are compared with the original: SNR of the decoded round trip against
 the decoded original (aligned by the resamplers' group delay), and the share of mu-law bytes that come back
@@ -38,7 +38,7 @@ def chirp(seconds: float = 3.0, f0: float = 100.0, f1: float = 3600.0) -> bytes:
 
 
 def speech() -> bytes:
-    from callbot.local.tts import Speaker
+    from callbot.local.speech.tts import Speaker
 
     return bytes(pcm16_to_ulaw(Speaker().synthesize(SPEECH, sample_rate=RATE)))
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
-    from callbot.local.simulator import Turn
+    from callbot.local.caller.simulator import Turn
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _check_extras(command: str) -> None:
 
 
 def _script_turns(args: argparse.Namespace) -> list[Turn]:
-    from callbot.local.simulator import Turn, parse_script
+    from callbot.local.caller.simulator import Turn, parse_script
 
     if args.script is not None:
         try:
@@ -95,8 +95,8 @@ def _script_turns(args: argparse.Namespace) -> list[Turn]:
 
 def cmd_dial(args: argparse.Namespace) -> int:
     from callbot.config import load_settings
+    from callbot.local.caller.simulator import Turn
     from callbot.local.profile import ProfileError, load_profile
-    from callbot.local.simulator import Turn
     from callbot.logs import setup_logging
 
     _check_extras("dial")
@@ -149,15 +149,15 @@ async def _dial(args: argparse.Namespace, settings: object, profile: object, sec
 
     from callbot.assets import APOLOGY_TEXT
     from callbot.config import Settings
-    from callbot.local.asr import Recognizer
-    from callbot.local.faq import bot_phrases
-    from callbot.local.heard import AgentHeard, fetch_heard
-    from callbot.local.phone import PhoneError, PhoneNetwork
+    from callbot.local.acs.network import PhoneError, PhoneNetwork
+    from callbot.local.caller.call import SimulatedCall
+    from callbot.local.caller.heard import AgentHeard, fetch_heard
+    from callbot.local.caller.simulator import Burst, Transcript, Turn, run_script, write_call_wav
+    from callbot.local.caller.telephone import read_wav
     from callbot.local.profile import LocalProfile
-    from callbot.local.sim_call import SimulatedCall
-    from callbot.local.simulator import Burst, Transcript, Turn, run_script, write_call_wav
-    from callbot.local.telephone import read_wav
+    from callbot.local.speech.asr import Recognizer
     from callbot.local.twilio import TwilioNetwork
+    from callbot.local.voicelive.faq import bot_phrases
 
     assert isinstance(settings, Settings) and isinstance(profile, LocalProfile)
     tools = {"end_call"} if settings.callbot_end_call_tool else set()
@@ -236,8 +236,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from callbot.logs import setup_logging
 
     _check_extras("demo")
+    from callbot.local.acs.network import PhoneError
     from callbot.local.demo import DEMO_SCRIPT, run_demo
-    from callbot.local.phone import PhoneError
 
     setup_logging("INFO" if args.verbose else "WARNING")
     turns = _script_turns(args) if args.script is not None else list(DEMO_SCRIPT)

@@ -8,7 +8,7 @@ end the caller asks for a person: the model calls ``transfer_to_human`` and ACS 
 security checks stay on (ACS-signed JWTs against the simulator's JWKS, per-call URL tokens, webhook secret)
 with throw-away keys. The bot's lines are what the stand-in said (cut where the caller stopped hearing them);
 "recognised" means the stand-in's transcription of a caller turn matches the scripted text (as `callbot dial`
-judges it: `callbot.local.heard.heard_matches`).
+judges it: `callbot.local.caller.heard.heard_matches`).
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from callbot.config import Settings
-from callbot.local.faq import SAMPLE_FAQ
-from callbot.local.heard import heard_matches
-from callbot.local.phone import PhoneNetwork
-from callbot.local.sim_call import SimulatedCall
-from callbot.local.simulator import Burst, CallReport, Transcript, Turn, run_script, write_call_wav
-from callbot.local.standin import Standin, StandinEvent
+from callbot.local.acs.network import PhoneNetwork
+from callbot.local.caller.call import SimulatedCall
+from callbot.local.caller.heard import heard_matches
+from callbot.local.caller.simulator import Burst, CallReport, Transcript, Turn, run_script, write_call_wav
 from callbot.local.twilio import TwilioNetwork
+from callbot.local.voicelive.faq import SAMPLE_FAQ
+from callbot.local.voicelive.standin import Standin, StandinEvent
 from callbot.server import serve_in_process
 
 log = logging.getLogger(__name__)

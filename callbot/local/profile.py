@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from callbot.config import Settings
-from callbot.local.acs_identity import JWKS_PATH, LocalAcsIdentity
+from callbot.local.acs.identity import JWKS_PATH, LocalAcsIdentity
 from callbot.local.twilio.messages import derived_credentials, sid
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from callbot.acs.auth import AcsTokenVerifier, Claims, TokenRejected, parse_jwks
 from callbot.config import ACS_ISSUER, load_settings
-from callbot.local.acs_identity import JwksServer, LocalAcsIdentity
+from callbot.local.acs.identity import JwksServer, LocalAcsIdentity
 
 AUDIENCE = "0b1c2d3e-aaaa-bbbb-cccc-123456789abc"
 NOW = 1_700_000_000.0
@@ -569,7 +569,7 @@ def test_arbitrary_headers_only_ever_raise_token_rejected(
 
 async def test_standalone_jwks_server_serves_keys_that_verify_its_printed_token() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "callbot.local.acs_identity", "--audience", AUDIENCE,
+        sys.executable, "-m", "callbot.local.acs.identity", "--audience", AUDIENCE,
         stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
@@ -587,7 +587,7 @@ async def test_standalone_jwks_server_serves_keys_that_verify_its_printed_token(
 
 
 async def test_serve_jwks_helper_and_identity_jwks(identity: LocalAcsIdentity) -> None:
-    from callbot.local.acs_identity import serve_jwks
+    from callbot.local.acs.identity import serve_jwks
 
     server = await serve_jwks(identity)
     try:

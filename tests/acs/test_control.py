@@ -12,7 +12,7 @@ from azure.identity.aio import DefaultAzureCredential
 
 from callbot.acs.control import CallControl, CallControlError, ConfigError, parse_connection_string
 from callbot.config import load_settings
-from callbot.local.acs_server import AcsServer
+from callbot.local.acs.server import AcsServer
 
 CALLBACK = "https://bot.example.com/api/callbacks/call-1?token=abc"
 TRANSPORT = "wss://bot.example.com/ws/media/call-1?token=abc"

@@ -14,7 +14,7 @@ from aiohttp import web
 from callbot.acs.control import CallControl, CallControlError
 from callbot.acs.events import parse_callback_events
 from callbot.acs.targets import caller_phone_number, parse_target
-from callbot.local.acs_server import AcsServer
+from callbot.local.acs.server import AcsServer
 from tests.acs.test_control import TRANSPORT, control_for
 
 FAILING = "+14255550999"

@@ -14,11 +14,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from callbot.local.phone import PhoneNetwork
-from callbot.local.phone_messages import CALLBOT_HUNG_UP
-from callbot.local.voicelive_server import VoiceLiveServer
-from callbot.local.voicelive_session import ServerSession
-from callbot.local.voicelive_tools import FunctionCall
+from callbot.local.acs.network import PhoneNetwork
+from callbot.local.caller.messages import CALLBOT_HUNG_UP
+from callbot.local.voicelive.server import VoiceLiveServer
+from callbot.local.voicelive.session import ServerSession
+from callbot.local.voicelive.tools import FunctionCall
 from tests.bridge.test_bridge_e2e import phone_env, place, speechlike
 from tests.harness import run_callbot
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from callbot.local.phone import PhoneCall, PhoneNetwork
-from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.local.acs.network import PhoneCall, PhoneNetwork
+from callbot.local.voicelive.server import VoiceLiveServer
 from tests.harness import WEBHOOK_SECRET, run_callbot
 
 

@@ -19,16 +19,16 @@ import psutil
 import pytest
 
 from callbot.bridge.wire import Outbox as _Outbox
-from callbot.local.phone import PhoneCall, PhoneNetwork
-from callbot.local.standin import Standin
-from callbot.local.voicelive_server import VoiceLiveServer
-from callbot.local.voicelive_session import ServerSession
+from callbot.local.acs.network import PhoneCall, PhoneNetwork
+from callbot.local.voicelive.server import VoiceLiveServer
+from callbot.local.voicelive.session import ServerSession
+from callbot.local.voicelive.standin import Standin
 from callbot.server import InProcess, wait_until_ready
 from callbot.voicelive.connection import HEARTBEAT_S
 from tests.bridge.test_bridge_e2e import phone_env, speechlike
 from tests.bridge.test_runner import until
 from tests.harness import SIGNING_KEY, VOICELIVE_KEY, WEBHOOK_SECRET, run_callbot
-from tests.local.test_standin import FAQ, silence, spoken
+from tests.local.voicelive.test_standin import FAQ, silence, spoken
 
 
 def free_port() -> int:

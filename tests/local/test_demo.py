@@ -10,7 +10,7 @@ import wave
 from pathlib import Path
 
 from callbot.local.demo import BAKERY_GREETING, BAKERY_INSTRUCTIONS, DEMO_TRANSFER_TARGET
-from callbot.local.faq import parse_faq
+from callbot.local.voicelive.faq import parse_faq
 from callbot.recording import load_recording
 from callbot.replay import check_recording
 

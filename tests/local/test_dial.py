@@ -15,15 +15,15 @@ from typing import Any
 import aiohttp
 
 from callbot.config import Settings
-from callbot.local.asr import normalize_words
-from callbot.local.faq import Responder, caller_phrases
-from callbot.local.heard import heard_matches, heard_url
-from callbot.local.phone import PhoneNetwork
+from callbot.local.acs.network import PhoneNetwork
+from callbot.local.caller.heard import heard_matches, heard_url
 from callbot.local.profile import LocalProfile, serve_overrides
-from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.local.speech.asr import normalize_words
+from callbot.local.voicelive.faq import Responder, caller_phrases
+from callbot.local.voicelive.server import VoiceLiveServer
 from callbot.server import InProcess
 from tests.harness import WEBHOOK_SECRET, run_callbot
-from tests.local.test_simulator import FAQ, GREETING, free_port, subprocess_env
+from tests.local.caller.test_simulator import FAQ, GREETING, free_port, subprocess_env
 from tests.test_app_calls import phone_env
 
 RECORDING = Path(__file__).parent.parent / "recordings" / "qa.jsonl"

@@ -17,8 +17,8 @@ from callbot.local.profile import LocalProfile, serve_overrides
 from callbot.local.twilio import TwilioNetwork
 from callbot.server import InProcess
 from tests.harness import run_callbot
+from tests.local.caller.test_simulator import FAQ, GREETING, free_port
 from tests.local.test_dial import run_cli
-from tests.local.test_simulator import FAQ, GREETING, free_port
 from tests.test_app_calls import eventually, metrics
 
 TARGET = "+14255550100"
@@ -79,7 +79,7 @@ async def test_dial_twilio_goodbye_ends_with_callbot_hanging_up_through_twilio_r
 async def test_dial_twilio_with_other_credentials_than_callbots_is_refused_in_one_line(tmp_path: Path) -> None:
     async with local_twilio_callbot(tmp_path) as (cb, _):
         env_profile = LocalProfile.generate()  # another account: callbot checks the signature with its own token
-        from tests.local.test_simulator import subprocess_env
+        from tests.local.caller.test_simulator import subprocess_env
 
         env = subprocess_env(tmp_path) | {"TWILIO_ACCOUNT_SID": env_profile.twilio_account_sid,
                                           "TWILIO_AUTH_TOKEN": env_profile.twilio_auth_token}  # fmt: skip

@@ -22,8 +22,8 @@ callbacks / REST: replay does not use them), so the files do not depend on the c
   keeps playing, the bridge reconnects and restores the conversation, the caller asks again and hears the answer.
 
 To keep the files small (< 300 KB) the media format is pcm16k and the caller only sends audio while speaking (ACS
-itself streams continuously; the bridge does not depend on it). Audio is a tone (`voicelive_protocol.tone`): the WAV
-export (`callbot export-wav tests/recordings/barge_in.jsonl /tmp/b.wav`) lets you hear where the bot was cut.
+itself streams continuously; the bridge does not depend on it). Audio is a tone (`local.voicelive.protocol.tone`):
+the WAV export (`callbot export-wav tests/recordings/barge_in.jsonl /tmp/b.wav`) lets you hear where the bot was cut.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ from callbot.bridge.runner import CallBridge
 from callbot.bridge.tools import ToolHost, ToolResult
 from callbot.bridge.wire import WireTap
 from callbot.config import Settings
-from callbot.local.phone import audio_message
-from callbot.local.voicelive_protocol import tone
-from callbot.local.voicelive_server import ServerSession, VoiceLiveServer
-from callbot.local.voicelive_tools import FunctionCall
+from callbot.local.acs.network import audio_message
+from callbot.local.voicelive.protocol import tone
+from callbot.local.voicelive.server import ServerSession, VoiceLiveServer
+from callbot.local.voicelive.tools import FunctionCall
 from callbot.recording import CallRecorder
 from callbot.voicelive.connection import VoiceLiveConnector
 

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from callbot.local.twilio.rest import TwilioRest
-from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.local.voicelive.server import VoiceLiveServer
 from callbot.twilio import calls
 from tests.harness import run_callbot
 from tests.test_app_calls import eventually

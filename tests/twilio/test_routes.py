@@ -9,7 +9,7 @@ import time
 import aiohttp
 import pytest
 
-from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.local.voicelive.server import VoiceLiveServer
 from tests.harness import run_callbot
 from tests.twilio.twilio_side import (
     AUTH_TOKEN,

@@ -15,8 +15,8 @@ import pytest
 
 from callbot.audio import Resampler, pcm16_to_ulaw, ulaw_to_pcm16
 from callbot.export_wav import export_wav
-from callbot.local.voicelive_server import VoiceLiveServer
-from callbot.local.voicelive_tools import FunctionCall
+from callbot.local.voicelive.server import VoiceLiveServer
+from callbot.local.voicelive.tools import FunctionCall
 from callbot.recording import load_recording
 from callbot.replay import check_recording
 from tests.harness import run_callbot

@@ -13,7 +13,7 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
 from callbot.config import Settings
-from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.local.voicelive.server import VoiceLiveServer
 from callbot.voicelive.connection import (
     ENTRA_SCOPE,
     PERMANENT_CAUSES,

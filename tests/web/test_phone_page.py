@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from callbot.local.simulator import caller_speaker
+from callbot.local.caller.simulator import caller_speaker
 from tests.harness import run_callbot
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is in the dev extra")

@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
-from callbot.local.voicelive_server import VoiceLiveServer
+from callbot.local.voicelive.server import VoiceLiveServer
 from callbot.recording import load_recording
 from callbot.replay import check_recording
 from tests.harness import run_callbot

@@ -24,8 +24,8 @@ import aiohttp
 import orjson
 
 from callbot.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from callbot.local.phone_messages import CALLER_HUNG_UP, PhoneError, Received, Utterance, close_reason
-from callbot.local.telephone import TelephoneLeg, speech_bounds
+from callbot.local.caller.messages import CALLER_HUNG_UP, PhoneError, Received, Utterance, close_reason
+from callbot.local.caller.telephone import TelephoneLeg, speech_bounds
 from callbot.local.twilio.messages import FRAME_BYTES, MULAW_SILENCE, SAMPLE_RATE, StreamMessages
 from callbot.local.twilio.playout import Playout
 

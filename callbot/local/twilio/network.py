@@ -20,8 +20,8 @@ from urllib.parse import urlencode
 import aiohttp
 from twilio.request_validator import RequestValidator
 
-from callbot.local.heard import HEARD_PATH, fetch_heard_at
-from callbot.local.phone_messages import CALLBOT_HUNG_UP, PhoneError
+from callbot.local.caller.heard import HEARD_PATH, fetch_heard_at
+from callbot.local.caller.messages import CALLBOT_HUNG_UP, PhoneError
 from callbot.local.twilio.call import TwilioCall
 from callbot.local.twilio.messages import StreamMessages, sid, voice_webhook_form
 from callbot.local.twilio.rest import TwilioRest
