@@ -236,14 +236,14 @@ def test_model_audio_base64_decodes_exactly_as_the_stdlib_reads_it(text: str) ->
 
 def test_bench_telemetry_is_off_whatever_the_environment_says_and_on_only_when_asked(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from callbot.benchmark.run import _server_env
+    from callbot.benchmark.run import BenchOptions, _server_env
 
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
     monkeypatch.setenv("APPLICATIONINSIGHTS_CONNECTION_STRING", "InstrumentationKey=x")
     keys = {"api_key": "k", "webhook": "w", "signing": "s"}
-    off = _server_env(1, {}, "http://m", keys, 10)
+    off = _server_env(BenchOptions(calls=10), 1, {}, "http://m", keys)
     assert not [k for k in off if k.startswith(("OTEL_", "APPLICATIONINSIGHTS_"))]
-    on = _server_env(1, {}, "http://m", keys, 10, collector="http://127.0.0.1:4318")
+    on = _server_env(BenchOptions(calls=10), 1, {}, "http://m", keys, collector="http://127.0.0.1:4318")
     assert on["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
     assert on["OTEL_TRACES_EXPORTER"] == on["OTEL_METRICS_EXPORTER"] == "otlp"
     assert "APPLICATIONINSIGHTS_CONNECTION_STRING" not in on

@@ -148,9 +148,10 @@ async def _wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
         raise c.BenchError(str(exc)) from None
 
 
-def _server_env(port: int, phone_env: dict[str, str], model_url: str, secrets_: dict[str, str],
-                calls: int, collector: str | None = None, append_ms: int = 20, chunk_ms: int = 20) -> dict[str, str]:
-    """`collector`: an OTLP/HTTP endpoint: telemetry on (else off whatever this environment says)."""
+def _server_env(opts: BenchOptions, port: int, phone_env: dict[str, str], model_url: str, secrets_: dict[str, str],
+                collector: str | None = None) -> dict[str, str]:
+    """The server's environment: this one without any callbot, Azure or telemetry setting, then the run's own.
+    `collector`: an OTLP/HTTP endpoint: telemetry on (else off whatever this environment says)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AZURE_", "ACS_", "CALLBOT_", "OTEL_", "APPLICATIONINSIGHTS_")) and k != "LOG_LEVEL"}
     if collector is not None:
@@ -161,9 +162,9 @@ def _server_env(port: int, phone_env: dict[str, str], model_url: str, secrets_: 
         "AZURE_VOICELIVE_ENDPOINT": model_url, "AZURE_VOICELIVE_API_KEY": secrets_["api_key"],
         "CALLBOT_WEBHOOK_SECRET": secrets_["webhook"], "CALLBOT_SIGNING_KEY": secrets_["signing"],
         "CALLBOT_PUBLIC_URL": f"http://127.0.0.1:{port}", "CALLBOT_GREETING": "",
-        "CALLBOT_MAX_CONCURRENT_CALLS": str(calls + 10), "CALLBOT_DRAIN_SECONDS": "0", "LOG_LEVEL": "INFO",
+        "CALLBOT_MAX_CONCURRENT_CALLS": str(opts.calls + 10), "CALLBOT_DRAIN_SECONDS": "0", "LOG_LEVEL": "INFO",
         "CALLBOT_TWILIO_MODEL_AUDIO": "g711_ulaw",  # the tags survive only untranscoded audio
-        "CALLBOT_MODEL_APPEND_MS": str(append_ms), "CALLBOT_PLAYBACK_CHUNK_MS": str(chunk_ms),
+        "CALLBOT_MODEL_APPEND_MS": str(opts.append_ms), "CALLBOT_PLAYBACK_CHUNK_MS": str(opts.chunk_ms),
     })
     return env
 
@@ -239,8 +240,7 @@ async def run_once(opts: BenchOptions, progress: Progress) -> dict[str, Any]:
         server_log = await asyncio.to_thread(_open_log, tmp / "server.log")
         server = await asyncio.create_subprocess_exec(
             *opts.server_command, "--port", str(port), cwd=tmp, stdout=asyncio.subprocess.DEVNULL, stderr=server_log,
-            env=_server_env(port, phone_env, model_url, keys, opts.calls, collector, opts.append_ms,
-                            opts.chunk_ms))
+            env=_server_env(opts, port, phone_env, model_url, keys, collector))
         await _wait_ready(url, server)
         srv = psutil.Process(server.pid)
         await asyncio.sleep(0.5)
