@@ -4,7 +4,8 @@
 decisions (`voicelive_open` -> `session_opened`, `voicelive_closed` -> `session_lost`, `end_call`) into a fresh
 `BridgeCore` at their recorded times on a virtual clock, ticking the playout at every deadline in between (rounded up
 to the live playout clock's grid when the recording names one, and at once after an event that kicked the live send
-pass), up to the end of the recorded wire traffic; actions become the wire messages the runner sends. `compare` checks
+pass; a release the recording shows going out only after the next input, a live timer that fired late, after it),
+up to the end of the recorded wire traffic; actions become the wire messages the runner sends. `compare` checks
 them against the recorded ones per channel (callbot -> ACS, callbot -> Voice Live): the sequence of kinds (runs of
 audio frames and of caller audio collapsed), frames per run (within `frame_tolerance`: live ticks run a little after
 their deadline), caller audio byte for byte, every other message field for field (`audio_end_ms` within one frame),
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import binascii
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +47,7 @@ COLLAPSED = frozenset({"AudioData", "input_audio_buffer.append"})
 MINTED_IDS = ("event_id",)
 CHANNELS = ((ACS_OUT, "callbot -> ACS"), (VL_OUT, "callbot -> Voice Live"))
 MAX_IDLE_TICKS = 3
+LATE_PASS_S = 0.02  # how late a live playout pass may have run for the recording to decide its order (one frame)
 CALL_CONTROL = frozenset({"incoming_call", "callback", "rest"})
 DECISIONS = frozenset({"voicelive_open", "voicelive_closed", "end_call", "media_open", "tool_result",
                        "transfer_outcome"})
@@ -107,10 +110,21 @@ def _is_input(r: Record) -> bool:
 
 
 class _Replayer:
-    def __init__(self, core: BridgeCore, transport: Transport, grid: tuple[float, float] | None = None) -> None:
+    def __init__(self, core: BridgeCore, transport: Transport, grid: tuple[float, float] | None = None,
+                 sent_ms: Sequence[float] = ()) -> None:
         self.core, self.now, self.transport = core, 0.0, transport
         self.grid = grid  # the live playout clock's (grid, phase): a deadline was served at the next grid point
+        self.sent_ms = sorted(sent_ms)  # when the live bridge wrote to the media socket (recorded times, ms)
         self.result = ReplayResult([], core)
+
+    def ran_late(self, deadline: float, at: float, until: float) -> bool:
+        """Whether the live pass serving the audio release due at `at` ran only after the input at `until`: the
+        recording shows nothing written to the media socket between them (its timer fired late, after the input
+        was read), so the input goes first, as it did live. Decided only for audio releases up to a frame late."""
+        if deadline != self.core.playback.next_release() or until - at > LATE_PASS_S:
+            return False
+        first = bisect_left(self.sent_ms, at * 1000 - 0.01)  # recorded times are rounded to the microsecond
+        return first == len(self.sent_ms) or self.sent_ms[first] >= until * 1000
 
     def served_at(self, deadline: float) -> float:
         """When the live playout clock served `deadline`: at the next grid point (no grid: at the deadline). An
@@ -158,6 +172,8 @@ class _Replayer:
             at = self.served_at(deadline)
             if at > until or (at == until and not inclusive):
                 return
+            if not inclusive and self.ran_late(deadline, at, until):
+                return  # fed first; the release goes with the tick after it (`feed`) or the next `run_until`
             self.now = max(self.now, at)
             actions = self.core.tick(self.now)
             self.emit(actions)
@@ -232,7 +248,8 @@ def replay(recording: Recording, *, core_factory: CoreFactory = BridgeCore) -> R
         approve_mcp=_recorded_approvals(recording), metadata=_recorded_metadata(recording)))
     inputs = sorted((r for r in recording.records if _is_input(r)), key=lambda r: r.t)
     horizon = max((r.t for r in recording.records if _on_bridge_wire(r)), default=0.0) / 1000  # the bridge's end
-    run = _Replayer(core, transport, recording.playout_grid)
+    sent = [r.t for r in recording.records if r.dir == ACS_OUT and _on_bridge_wire(r)]
+    run = _Replayer(core, transport, recording.playout_grid, sent)
     run.now = inputs[0].t / 1000 if inputs else 0.0
     core.start(run.now)
     if run.grid is not None:

@@ -116,6 +116,24 @@ def test_a_bot_that_talks_over_the_caller_fails_the_replay() -> None:
     assert "response.cancel" in text
 
 
+
+def test_a_frame_the_live_pass_did_not_send_before_a_barge_in_is_not_replayed_before_it() -> None:
+    """A live playout timer that fired late, after the caller's speech was reported, found the answer stopped: the
+    recording shows no frame between that release's deadline and StopAudio, and the replay keeps that order, to the
+    frame. A frame the recording shows going out before the barge-in is still replayed before it."""
+    on_time = check_recording(load_recording(RECORDINGS / "barge_in.jsonl"), frame_tolerance=0)
+    assert on_time.ok, on_time.text()
+    recording = load_recording(RECORDINGS / "barge_in.jsonl")
+    records = recording.records
+    stop = next(i for i, r in enumerate(records) if r.kind == "StopAudio")
+    last = max(i for i in range(stop) if records[i].dir == "acs_out" and records[i].kind == "AudioData")
+    assert records[stop].t - records[last].t < 20  # that frame's next one would have been due before StopAudio
+    del records[last]  # as if its pass had run only after the barge-in: the answer was already stopped
+    late = check_recording(recording, frame_tolerance=0)
+    assert late.ok, late.text()
+    frames = [m for m in late.result.messages if m.kind == "AudioData"]
+    assert len(frames) == len([m for m in on_time.result.messages if m.kind == "AudioData"]) - 1
+
 def test_call_control_after_the_media_ended_does_not_extend_the_replay(tmp_path: Path) -> None:
     """ACS posts CallDisconnected after the caller's media socket closed; callbot then hangs up over REST."""
     source = (RECORDINGS / "hangup_mid_answer.jsonl").read_bytes().rstrip(b"\n").split(b"\n")
