@@ -254,10 +254,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _out()
     for line in result.report.summary():
         _out(line)
-    for number, (ok, heard, turn) in enumerate(zip(result.recognised, result.heard, result.report.turns,
-                                                   strict=True), start=1):  # fmt: skip
-        if not ok:
-            _out(f'turn {number}: the bot heard "{heard}" instead of "{turn.turn.text}"')
     _out(f"wrote {result.wav_path} (caller left, bot right, {result.report.call.sample_rate // 1000} kHz, "
          f"{result.wav_seconds:.1f} s)")  # fmt: skip
     for path in result.recordings:

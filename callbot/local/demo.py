@@ -112,15 +112,6 @@ def standin_lines(events: list[StandinEvent], sample_rate: int) -> Callable[[Bur
     return text
 
 
-def _heard_per_turn(report: CallReport, events: list[StandinEvent]) -> list[str]:
-    heard = []
-    for index, result in enumerate(report.turns):
-        after = result.utterance.speech_at
-        until = report.turns[index + 1].utterance.speech_at if index + 1 < len(report.turns) else float("inf")
-        heard.append(" ".join(e.text for e in events if e.kind == "heard" and after <= e.at < until and e.text))
-    return heard
-
-
 async def run_demo(
     out_dir: Path,
     *,
@@ -146,8 +137,13 @@ async def run_demo(
             standin: Standin = services.standin
             standin.add_listener(events.append)
             call: SimulatedCall = await (twilio_network.place_call(url) if twilio else phone.place_call(url, secret))
+
+            async def agent_heard() -> list[str]:  # the stand-in runs here: what it recognised, with no channel
+                return [e.text for e in events if e.kind == "heard"]
+
             report = await run_script(call, list(turns), transcript=Transcript(call.connected_at, sink),
-                                      bot_text=standin_lines(events, call.sample_rate))  # fmt: skip
+                                      bot_text=standin_lines(events, call.sample_rate),
+                                      agent_heard=agent_heard)  # fmt: skip
             if not call.ended.is_set():
                 await call.hang_up()
             with contextlib.suppress(TimeoutError):  # the call winds down (and its recording closes)
@@ -156,7 +152,7 @@ async def run_demo(
     wav_path = out_dir / WAV_NAME
     seconds = await asyncio.to_thread(write_call_wav, call, wav_path)
     recordings = await asyncio.to_thread(_new_recordings, out_dir / RECORDINGS_DIR, started - 1)
-    return DemoResult(report, _heard_per_turn(report, events), wav_path, seconds, recordings)
+    return DemoResult(report, [r.heard or "" for r in report.turns], wav_path, seconds, recordings)
 
 
 def _new_recordings(directory: Path, since: float) -> list[Path]:

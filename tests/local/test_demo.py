@@ -9,7 +9,8 @@ import sys
 import wave
 from pathlib import Path
 
-from callbot.local.demo import BAKERY_GREETING, BAKERY_INSTRUCTIONS, DEMO_TRANSFER_TARGET
+from callbot.local.caller.heard import heard_matches
+from callbot.local.demo import BAKERY_GREETING, BAKERY_INSTRUCTIONS, DEMO_SCRIPT, DEMO_TRANSFER_TARGET
 from callbot.local.voicelive.faq import parse_faq
 from callbot.recording import load_recording
 from callbot.replay import check_recording
@@ -25,7 +26,10 @@ async def test_demo_call_is_heard_answered_interrupted_and_transferred(tmp_path:
     assert proc.returncode == 0, out + stderr.decode()
     answers = {e.questions[0]: e.answer for e in parse_faq(BAKERY_INSTRUCTIONS)}
     transcript = [line for line in out.splitlines() if re.match(r"\[\s*\d+\.\d\ds\] ", line)]
-    said = [line.split("] ", 1)[1] for line in transcript]
+    heard = [line.split("] agent heard: ", 1)[1] for line in transcript if "] agent heard: " in line]
+    said = [line.split("] ", 1)[1] for line in transcript if "] agent heard: " not in line]
+    assert len(heard) == 4 and all(heard_matches(t.text, h) for t, h in zip(DEMO_SCRIPT, heard, strict=True)), heard
+    assert "not available" not in out and "NOT" not in out  # the stand-in is in the demo's process: it says
     assert said[0] == f"bot: {BAKERY_GREETING}"
     assert said[1:3] == ["caller: what are your opening hours", f"bot: {answers['What are your opening hours?']}"]
     assert said[3] == "caller: do you deliver"
@@ -59,8 +63,10 @@ async def test_demo_over_twilio_is_heard_answered_interrupted_transferred_and_re
     out = stdout.decode()
     assert proc.returncode == 0, out + stderr.decode()
     assert "over Twilio Media Streams" in out.splitlines()[0]
-    said = [line.split("] ", 1)[1] for line in out.splitlines() if re.match(r"\[\s*\d+\.\d\ds\] ", line)]
+    said = [line.split("] ", 1)[1] for line in out.splitlines()
+            if re.match(r"\[\s*\d+\.\d\ds\] ", line) and "] agent heard: " not in line]
     assert said[0] == f"bot: {BAKERY_GREETING}"
+    assert out.count("] agent heard: ") == 4 and "not available" not in out
     assert said[4].endswith("... [stopped]") and said[6].startswith("** caller barged in: bot stopped after")
     assert said[-1] == f"** transferred to {DEMO_TRANSFER_TARGET}", "transfer_to_human through Twilio's REST API"
     with wave.open(str(tmp_path / "out" / "demo-call.wav")) as wav:
