@@ -25,6 +25,7 @@ import orjson
 from callbot.local.acs.identity import JwksServer, LocalAcsIdentity
 from callbot.local.acs.request_checks import TransferRequest
 from callbot.local.acs.server import AcsServer, AnsweredCall
+from callbot.local.caller.line import Utterances
 from callbot.local.caller.messages import (
     CALLBOT_HUNG_UP,
     CALLER_HUNG_UP,
@@ -36,7 +37,7 @@ from callbot.local.caller.messages import (
     close_reason,
     dtmf_message,
 )
-from callbot.local.caller.telephone import TelephoneLeg, speech_bounds
+from callbot.local.caller.telephone import TelephoneLeg
 from callbot.local.profile import LocalProfile
 
 __all__ = ["SAMPLE_RATES", "PhoneCall", "PhoneError", "PhoneNetwork", "Received", "Utterance", "audio_message"]
@@ -70,7 +71,7 @@ class PhoneCall:
     caller_audio: bytearray = field(default_factory=bytearray)  # the line's frames as ACS delivered them
     _reader: asyncio.Task[None] | None = None
     _line: asyncio.Task[None] | None = None
-    _queue: list[tuple[bytes, asyncio.Future[Utterance]]] = field(default_factory=list)
+    _speech: Utterances = field(default_factory=Utterances)
 
     @property
     def frame_bytes(self) -> int:
@@ -156,8 +157,7 @@ class PhoneCall:
             raise RuntimeError("start_line() first")
         if self.ended.is_set() or self._line.done():
             raise PhoneError(f"the call ended before the caller spoke: {self.end_reason or 'the line stopped'}")
-        done: asyncio.Future[Utterance] = asyncio.get_running_loop().create_future()
-        self._queue.append((pcm, done))
+        done = self._speech.add(pcm)
         try:
             async with asyncio.timeout(len(pcm) / (2 * self.sample_rate) + SAY_MARGIN_S):
                 return await done
@@ -168,42 +168,23 @@ class PhoneCall:
         size = self.frame_bytes
         start = self.line_started_at = time.monotonic()
         number = 0
-        current: tuple[bytes, asyncio.Future[Utterance]] | None = None
-        offset, first_at, bounds, times = 0, 0.0, (0, 0), list[float]()
         try:
             while not self.closed.is_set():
                 delay = start + number * 0.02 - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 number += 1
-                if current is None and self._queue:
-                    current, offset, first_at = self._queue.pop(0), 0, time.monotonic()
-                    bounds, times = speech_bounds(current[0], size), []
-                frame = bytes(size)
-                if current is not None:
-                    chunk = current[0][offset : offset + size]
-                    frame = chunk + bytes(size - len(chunk))
-                    offset += size
+                speech = self._speech.next_frame(size)
+                frame = bytes(size) if speech is None else speech + bytes(size - len(speech))
                 if self.leg is not None:
                     frame = self.leg.process(frame)
                 self.caller_audio += frame
                 await self.send_frame(frame)
-                if current is not None:
-                    times.append(time.monotonic())
-                    if offset >= len(current[0]):
-                        start_i, end_i = bounds
-                        if not current[1].done():
-                            current[1].set_result(Utterance(first_at, times[-1], times[min(start_i, len(times) - 1)],
-                                                            times[max(0, end_i - 1)]))  # fmt: skip
-                        current = None
+                self._speech.sent()
         except (aiohttp.ClientError, ConnectionResetError):
             log.debug("media socket gone: the line stops")
         finally:
-            pending = [current] if current is not None else []
-            for _, future in [*pending, *self._queue]:
-                if not future.done():
-                    future.set_exception(PhoneError("the call ended before the utterance was sent"))
-            self._queue.clear()
+            self._speech.fail()
 
     async def silence(self, seconds: float, *, realtime: bool = True) -> None:
         await self.stream(bytes(self.frame_bytes * max(1, round(seconds * 50))), realtime=realtime)

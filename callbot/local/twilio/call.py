@@ -24,8 +24,9 @@ import aiohttp
 import orjson
 
 from callbot.audio import pcm16_to_ulaw, ulaw_to_pcm16
+from callbot.local.caller.line import Utterances
 from callbot.local.caller.messages import CALLER_HUNG_UP, PhoneError, Received, Utterance, close_reason
-from callbot.local.caller.telephone import TelephoneLeg, speech_bounds
+from callbot.local.caller.telephone import TelephoneLeg
 from callbot.local.twilio.messages import FRAME_BYTES, MULAW_SILENCE, SAMPLE_RATE, StreamMessages
 from callbot.local.twilio.playout import Playout
 
@@ -70,7 +71,7 @@ class TwilioCall:
     _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _line: asyncio.Task[None] | None = None
-    _queue: list[tuple[bytes, asyncio.Future[Utterance]]] = field(default_factory=list)
+    _speech: Utterances = field(default_factory=Utterances)
     _echoes: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
 
     def __post_init__(self) -> None:
@@ -182,8 +183,7 @@ class TwilioCall:
             raise RuntimeError("start_line() first")
         if self.ended.is_set() or self._line.done():
             raise PhoneError(f"the call ended before the caller spoke: {self.end_reason or 'the line stopped'}")
-        done: asyncio.Future[Utterance] = asyncio.get_running_loop().create_future()
-        self._queue.append((pcm, done))
+        done = self._speech.add(pcm)
         try:
             async with asyncio.timeout(len(pcm) / (2 * SAMPLE_RATE) + SAY_MARGIN_S):
                 return await done
@@ -201,40 +201,24 @@ class TwilioCall:
         start = self.line_started_at = time.monotonic()
         stream_ms = round((start - self.connected_at) * 1000)
         number = 0
-        current: tuple[bytes, asyncio.Future[Utterance]] | None = None
-        offset, first_at, bounds, times = 0, 0.0, (0, 0), list[float]()
         try:
             while not self.closed.is_set() and not self.ended.is_set():
                 delay = start + number * 0.02 - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                if current is None and self._queue:
-                    current, offset, first_at = self._queue.pop(0), 0, time.monotonic()
-                    bounds, times = speech_bounds(current[0], PCM_FRAME_BYTES), []
+                speech = self._speech.next_frame(PCM_FRAME_BYTES)
                 frame = MULAW_SILENCE * FRAME_BYTES
-                if current is not None:
-                    chunk = current[0][offset : offset + PCM_FRAME_BYTES]
-                    frame = pcm16_to_ulaw(chunk[: len(chunk) // 2 * 2]).ljust(FRAME_BYTES, MULAW_SILENCE)
-                    offset += PCM_FRAME_BYTES
+                if speech is not None:
+                    frame = pcm16_to_ulaw(speech[: len(speech) // 2 * 2]).ljust(FRAME_BYTES, MULAW_SILENCE)
                 self.caller_audio += ulaw_to_pcm16(frame)
                 await self._send(self.messages.media(frame, stream_ms + number * 20))
                 number += 1
                 self.frames_sent += 1
-                if current is not None:
-                    times.append(time.monotonic())
-                    if offset >= len(current[0]):
-                        first, last = bounds
-                        if not current[1].done():
-                            current[1].set_result(Utterance(first_at, times[-1], times[min(first, len(times) - 1)],
-                                                            times[max(0, last - 1)]))  # fmt: skip
-                        current = None
+                self._speech.sent()
         except (aiohttp.ClientError, ConnectionResetError):
             log.debug("call %s: stream socket gone: the line stops", self.call_sid)
         finally:
-            for _, future in [*([current] if current is not None else []), *self._queue]:
-                if not future.done():
-                    future.set_exception(PhoneError("the call ended before the utterance was sent"))
-            self._queue.clear()
+            self._speech.fail()
 
     async def _stop_line(self) -> None:
         if self._line is not None and self._line is not asyncio.current_task():
