@@ -45,7 +45,6 @@ __all__ = ["SAMPLE_RATES", "PhoneCall", "PhoneError", "PhoneNetwork", "Received"
 log = logging.getLogger(__name__)
 
 LOCAL_RESOURCE_ID = "00000000-0000-4000-8000-00000000ca11"
-SAY_MARGIN_S = 10.0  # an utterance on the line takes its own length; beyond this margin the line is stuck
 
 
 @dataclass
@@ -157,12 +156,7 @@ class PhoneCall:
             raise RuntimeError("start_line() first")
         if self.ended.is_set() or self._line.done():
             raise PhoneError(f"the call ended before the caller spoke: {self.end_reason or 'the line stopped'}")
-        done = self._speech.add(pcm)
-        try:
-            async with asyncio.timeout(len(pcm) / (2 * self.sample_rate) + SAY_MARGIN_S):
-                return await done
-        except TimeoutError:
-            raise PhoneError("the line did not send the caller's speech in time (media socket stalled)") from None
+        return await self._speech.say(pcm, self.sample_rate, "media")
 
     async def _run_line(self) -> None:
         size = self.frame_bytes

@@ -9,6 +9,8 @@ import time
 from callbot.local.caller.messages import PhoneError, Utterance
 from callbot.local.caller.telephone import speech_bounds
 
+SAY_MARGIN_S = 10.0  # an utterance on the line takes its own length; beyond this margin the line is stuck
+
 
 class Utterances:
     """What the caller has still to say, one frame of 16-bit PCM at a time."""
@@ -26,6 +28,16 @@ class Utterances:
         done: asyncio.Future[Utterance] = asyncio.get_running_loop().create_future()
         self._queue.append((pcm, done))
         return done
+
+    async def say(self, pcm: bytes, sample_rate: int, socket: str) -> Utterance:
+        """Queue `pcm` and wait until its last frame has gone out; `PhoneError` if the line fails first or does
+        not send it in time (its `socket` stalled)."""
+        done = self.add(pcm)
+        try:
+            async with asyncio.timeout(len(pcm) / (2 * sample_rate) + SAY_MARGIN_S):
+                return await done
+        except TimeoutError:
+            raise PhoneError(f"the line did not send the caller's speech in time ({socket} socket stalled)") from None
 
     def next_frame(self, frame_bytes: int) -> bytes | None:
         """The next frame of speech (the last one of an utterance may be short), or None: nothing to say now."""

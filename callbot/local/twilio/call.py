@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SAY_MARGIN_S = 10.0
 PCM_FRAME_BYTES = FRAME_BYTES * 2
 
 
@@ -183,12 +182,7 @@ class TwilioCall:
             raise RuntimeError("start_line() first")
         if self.ended.is_set() or self._line.done():
             raise PhoneError(f"the call ended before the caller spoke: {self.end_reason or 'the line stopped'}")
-        done = self._speech.add(pcm)
-        try:
-            async with asyncio.timeout(len(pcm) / (2 * SAMPLE_RATE) + SAY_MARGIN_S):
-                return await done
-        except TimeoutError:
-            raise PhoneError("the line did not send the caller's speech in time (stream socket stalled)") from None
+        return await self._speech.say(pcm, SAMPLE_RATE, "stream")
 
     async def press_key(self, key: str) -> None:
         """One key press: a ``dtmf`` message (the line's media goes on)."""

@@ -49,3 +49,11 @@ async def test_utterances_play_in_order_and_those_not_sent_fail_when_the_line_st
         with pytest.raises(PhoneError, match="ended before the utterance was sent"):
             future.result()
     assert first.exception() is None and speech.next_frame(FRAME) is None
+
+
+async def test_say_fails_in_words_when_the_line_does_not_send_the_speech_in_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("callbot.local.caller.line.SAY_MARGIN_S", 0.05)
+    speech = Utterances()  # no line takes its frames: a stalled socket
+    with pytest.raises(PhoneError, match=r"did not send the caller's speech in time \(media socket stalled\)"):
+        await speech.say(loud(1), 8000, "media")
