@@ -180,6 +180,8 @@ class BridgeCore(AgentActions):
 
     def caller_audio(self, now: float, b64: str) -> list[Action]:
         self.stats.caller_frames += 1
+        if self.ended:  # hung up or transferred: what the caller says now is not the model's
+            return []
         if self.ready:
             append = self.caller.take(b64)
             return [] if append is None else [VlSend(vl.append_audio(append))]

@@ -181,6 +181,16 @@ def test_transfer_says_the_handover_line_after_the_response_then_transfers_once_
     assert core.ended and core.stats.transfers_accepted == 1
 
 
+def test_caller_audio_after_an_accepted_transfer_no_longer_goes_to_the_model() -> None:
+    core = transfer_core(transfer_message="")
+    created(core, 0.0, "r1")
+    call_done(core, 0.1, "r1", call_item("t", "transfer_to_human"))
+    frame = "AAAA"  # the core forwards caller audio as it came
+    assert types(core.caller_audio(0.2, frame)) == ["input_audio_buffer.append"], "still ours while it rings"
+    assert core.transfer_outcome(0.5, True, "") == [Leave("transferred")]
+    assert core.caller_audio(0.52, frame) == [], "the call is the person's now (a frame read before the bridge stops)"
+
+
 def test_a_failed_transfer_is_told_to_the_model_with_the_reason() -> None:
     core = transfer_core(transfer_message="")
     created(core, 0.0, "r1")
