@@ -94,12 +94,15 @@ async def test_the_page_calls_the_agent_hears_answers_barges_in_presses_a_key_an
     wav = await asyncio.to_thread(caller_wav, tmp_path / "caller.wav")
     async with run_callbot(callbot_turn_detection="server_vad") as cb, browser_page(cb.url, wav) as page:
         assert cb.services.standin is not None, "local mode with the offline stand-in"
+        heard: list[str] = []  # what the stand-in's VAD and ASR made of the page's audio, for a failure's message
+        cb.services.standin.add_listener(lambda e: heard.append(f"{e.kind} {e.audio_ms} {e.text}".strip()))
         assert not await page.get_by_label("Access key").is_visible(), "no key asked for when none is configured"
         await page.get_by_role("button", name="Call").click()
         session = await cb.services.standin.server.wait_for_session(timeout=20)
         await wait_phone(page, "p.state === 'connected' && p.ready")
         status = await wait_phone(page, "p.transcript.some(l => l.role === 'caller')")
-        assert said(status, "caller", QUESTION), status["transcript"]
+        mic = {k: status[k] for k in ("micChunksSent", "micChunksDropped", "sampleRate")}
+        assert said(status, "caller", QUESTION), (status["transcript"], mic, heard)
         status = await wait_phone(page, "p.bargeIns.length > 0 && p.transcript.some(l => l.role === 'bot')")
         assert said(status, "bot", "we deliver"), status["transcript"]
         assert status["lastBargeInMs"] < 150, status
