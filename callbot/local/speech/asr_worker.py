@@ -92,8 +92,10 @@ class AsrWorker:
             stdin.write(_REQUEST.pack(request_id, sample_rate, len(names), len(pcm16)) + names + pcm16)
             await stdin.drain()
             return await future
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            raise AsrError("the speech recognition worker is gone") from exc
+        except (BrokenPipeError, ConnectionResetError) as exc:  # it died before it had read the request
+            if self._child is child:  # the next request starts another, even before the reader has seen the end
+                self._child = None
+            raise AsrError(f"the speech recognition worker {child.proc.pid} exited") from exc
         finally:
             child.pending.pop(request_id, None)
 

@@ -84,6 +84,20 @@ async def test_a_crashed_worker_fails_what_it_held_and_the_next_request_starts_a
     assert worker.pid not in (None, pid)
 
 
+async def test_a_worker_killed_before_it_read_the_request_fails_it_the_same_way(worker: AsrWorker) -> None:
+    pid = worker.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # it reads nothing more: 30 s of audio cannot all fit in the pipe
+    busy = asyncio.create_task(worker.transcribe(None, noise(30), RATE))
+    await asyncio.sleep(0.2)
+    assert not busy.done(), "the request is still being written"
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(AsrError, match=f"worker {pid} exited"):
+        async with asyncio.timeout(10):  # a bound against hanging
+            await busy
+    assert await worker.transcribe(PHRASES, said("goodbye"), RATE) == "goodbye"
+
+
 async def test_stop_ends_the_worker_in_the_middle_of_a_long_decode() -> None:
     worker = AsrWorker()
     await worker.start()
