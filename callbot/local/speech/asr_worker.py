@@ -93,9 +93,8 @@ class AsrWorker:
             await stdin.drain()
             return await future
         except (BrokenPipeError, ConnectionResetError) as exc:  # it died before it had read the request
-            if self._child is child:  # the next request starts another, even before the reader has seen the end
-                self._child = None
-            raise AsrError(f"the speech recognition worker {child.proc.pid} exited") from exc
+            self._forget(child)  # the next request starts another, even before the reader has seen the end
+            raise _exited(child) from exc
         finally:
             child.pending.pop(request_id, None)
 
@@ -156,12 +155,21 @@ class AsrWorker:
                 log.warning("speech recognition worker %d exited (code %s); the next request starts another",
                             child.proc.pid, code)  # fmt: skip
         finally:
-            if self._child is child:
-                self._child = None
+            self._forget(child)
             for future in child.pending.values():
                 if not future.done():
-                    future.set_exception(AsrError(f"the speech recognition worker {child.proc.pid} exited"))
+                    future.set_exception(_exited(child))
             child.pending.clear()
+
+    def _forget(self, child: _Child) -> None:
+        """``child`` has exited: the next request starts another worker."""
+        if self._child is child:
+            self._child = None
+
+
+def _exited(child: _Child) -> AsrError:
+    """What a request fails with when its worker exits, wherever that is noticed (writing it, or awaiting it)."""
+    return AsrError(f"the speech recognition worker {child.proc.pid} exited")
 
 
 # -- the child process -------------------------------------------------------------------------------------------
