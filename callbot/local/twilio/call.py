@@ -153,9 +153,10 @@ class TwilioCall:
                 return
 
     def end(self, reason: str) -> None:
-        """The call is over (the first reason given is kept)."""
+        """The call is over (the first reason given is kept): nothing more plays to the caller."""
         if self.end_reason is None:
             self.end_reason, self.ended_at = reason, time.monotonic()
+        self.playout.stop()
         self.ended.set()
         self.changed.set()
 

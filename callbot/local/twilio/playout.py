@@ -5,7 +5,8 @@ The app's ``media`` messages (mu-law 8 kHz, any length) are queued in arrival or
 A ``mark`` is echoed (``on_mark``) once every byte queued before it has played; with nothing queued it is echoed at
 once. A ``clear`` drops what is queued, cuts the frame playing, and echoes every pending mark at once, as Twilio
 does. What played is reported frame by frame (``on_play(start time, mu-law)``) and each clear (``on_clear(time)``),
-so the caller's side records what the caller actually heard.
+so the caller's side records what the caller actually heard. ``stop`` ends the stream's playback for good (the call
+hung up or was redirected): what is queued never plays, pending marks are never echoed, later messages are ignored.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Playout:
         self._played = 0  # bytes whose playing has finished (or was cut by a clear)
         self._marks: list[tuple[int, str]] = []  # (position in the stream, name), pending
         self._wake = asyncio.Event()
+        self._stopped = False
         self.cleared = 0
         self.marks_echoed = 0
 
@@ -40,10 +42,14 @@ class Playout:
         return [name for _, name in self._marks]
 
     def media(self, payload: bytes) -> None:
+        if self._stopped:
+            return
         self._buffer += payload
         self._wake.set()
 
     def mark(self, name: str) -> None:
+        if self._stopped:
+            return
         position = self._taken + len(self._buffer)
         if position <= self._played:
             self._echo(name)
@@ -51,6 +57,8 @@ class Playout:
             self._marks.append((position, name))
 
     def clear(self) -> None:
+        if self._stopped:
+            return
         self._taken += len(self._buffer)
         self._buffer.clear()
         self._played = self._taken
@@ -60,14 +68,20 @@ class Playout:
         for _, name in marks:
             self._echo(name)
 
+    def stop(self) -> None:
+        self._stopped = True
+        self._buffer.clear()
+        self._marks.clear()
+        self._wake.set()
+
     def _echo(self, name: str) -> None:
         self.marks_echoed += 1
         self._on_mark(name)
 
     async def run(self) -> None:
-        """Play until cancelled."""
+        """Play until stopped (or cancelled)."""
         clock: float | None = None  # when the frame being played ends
-        while True:
+        while not self._stopped:
             if not self._buffer:
                 self._wake.clear()
                 await self._wake.wait()

@@ -117,6 +117,27 @@ async def test_clear_drops_the_queued_audio_and_echoes_pending_marks_at_once(
     await until(call, lambda: call.received[-1].kind == "AudioData" and call.received[-1].at > stop.at)
 
 
+async def test_once_the_stream_stops_nothing_queued_plays_and_no_mark_is_echoed(
+        placed: tuple[TwilioCall, PeerStream]) -> None:  # fmt: skip
+    call, stream = placed
+    await stream.send(media(call.stream_sid, pcm16_to_ulaw(tone(3.0))))
+    await stream.send({"event": "mark", "streamSid": call.stream_sid, "mark": {"name": "after-3s"}})
+    await until(call, lambda: len(call.marks) == 1 and any(r.kind == "AudioData" for r in call.received))
+    await call.stop_stream("transferred to +14255550100")  # the call was redirected, as for a transfer
+    await stream.next("stop")
+    await asyncio.sleep(0.2)  # ten frame periods: the rest of the 3 s would go on playing
+    assert call.ended_at is not None
+    played = [r for r in call.received if r.kind == "AudioData"]
+    assert played and all(r.at <= call.ended_at for r in played), "nothing played after the stream stopped"
+    assert call.playout.queued_bytes == 0 and call.echoed == [] and call.playout.cleared == 0
+    call.playout.media(pcm16_to_ulaw(tone(0.1)))  # what was still in flight on the socket: the stream is over
+    call.playout.mark("late")
+    call.playout.clear()
+    await asyncio.sleep(0.1)
+    assert call.playout.queued_bytes == 0 and call.echoed == [] and call.playout.cleared == 0
+    assert [r for r in call.received if r.kind == "AudioData"] == played and not call.playout.pending_marks
+
+
 async def test_messages_that_are_not_twilios_are_skipped_and_counted(placed: tuple[TwilioCall, PeerStream]) -> None:
     call, stream = placed
     for junk in ("not json", "[1, 2]", {"event": "media", "streamSid": call.stream_sid, "media": {"payload": "!!"}},
